@@ -1,0 +1,139 @@
+"""ArchConfig: the one description of a candidate network.
+
+The search space produces it, the supernet runs it, profilers measure it, the study stores it
+(as JSON in a trial's user attributes) and the exporter builds it. It is frozen, validated on
+construction, round-trips through JSON/YAML and has a stable ``key()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
+ATTENTIONS = ("linear", "softmax")
+ACTIVATIONS = ("relu", "gelu")
+SCHEMA_VERSION = 1
+
+
+class ArchError(ValueError):
+    """An architecture description that cannot describe a real network."""
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One transformer block: token mixer (attention) then MLP."""
+
+    num_heads: int  # attention heads; attention width = num_heads * head_dim
+    mlp_ratio: float  # MLP hidden width = int(embed_dim * mlp_ratio)
+    attention: str = "softmax"  # one of ATTENTIONS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_heads, int) or self.num_heads < 1:
+            raise ArchError(f"num_heads must be a positive int, got {self.num_heads!r}")
+        if not self.mlp_ratio > 0:
+            raise ArchError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        if self.attention not in ATTENTIONS:
+            raise ArchError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A vision transformer: patch embedding, ``len(layers)`` blocks, mean-pool, linear head."""
+
+    image_size: int  # input is (in_channels, image_size, image_size)
+    in_channels: int
+    num_classes: int
+    patch_size: int
+    embed_dim: int
+    head_dim: int  # width of one attention head (fixed per space, as in AutoFormer)
+    activation: str
+    layers: tuple[LayerConfig, ...]
+    space: str = ""  # name of the space that produced it (informative, part of the key)
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def __post_init__(self) -> None:
+        # Accept lists/dicts (e.g. straight from JSON) and normalise to tuples of LayerConfig.
+        layers = tuple(
+            layer if isinstance(layer, LayerConfig) else LayerConfig(**layer) for layer in self.layers
+        )
+        object.__setattr__(self, "layers", layers)
+        for name in ("image_size", "in_channels", "num_classes", "patch_size", "embed_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ArchError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.head_dim, int) or self.head_dim < 1:
+            raise ArchError(f"head_dim must be a positive int, got {self.head_dim!r}")
+        if self.image_size % self.patch_size:
+            raise ArchError(f"patch_size {self.patch_size} does not divide image_size {self.image_size}")
+        if self.activation not in ACTIVATIONS:
+            raise ArchError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not layers:
+            raise ArchError("an architecture needs at least one layer")
+        if self.schema_version != SCHEMA_VERSION:
+            raise ArchError(f"unsupported schema_version {self.schema_version}")
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def mlp_hidden(self, layer: LayerConfig) -> int:
+        return int(self.embed_dim * layer.mlp_ratio)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ArchError(f"unknown ArchConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> ArchConfig:
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+    def key(self) -> str:
+        """Stable identity: sha1 of the canonical JSON (floats normalised)."""
+        canonical = json.loads(self.to_json())
+        for layer in canonical["layers"]:
+            layer["mlp_ratio"] = float(layer["mlp_ratio"])
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def summary(self) -> str:
+        """Short human-readable description, e.g. ``p4 d64 L3 [2h/2x/sm 4h/4x/lin ...] gelu``."""
+        short = {"softmax": "sm", "linear": "lin"}
+        blocks = " ".join(
+            f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short[layer.attention]}" for layer in self.layers
+        )
+        return f"p{self.patch_size} d{self.embed_dim} L{self.depth} [{blocks}] {self.activation}"

@@ -1,0 +1,75 @@
+"""Compose the Hydra config and turn its objects into ours, with one-line errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nas.errors import UserError
+
+GROUPS = ("space", "dataset", "sampler", "profiler", "supernet")
+
+
+def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
+    """The config for ``overrides`` (Hydra syntax); extra ``config_dirs`` join the search path."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    extra = (
+        [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in config_dirs)}]"]
+        if config_dirs
+        else []
+    )
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=extra + list(overrides))
+    except MissingConfigException as e:
+        group = Path(e.missing_cfg_file or "").parent.name or "config"
+        name = Path(e.missing_cfg_file or "").name
+        valid = ", ".join(sorted(e.options or [])) or "none"
+        raise UserError(f"unknown {group} {name!r}; valid: {valid}") from None
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        if first.startswith("Could not override") and "not in struct" in f"{e} {e.__cause__}":
+            key = first.split("'")[1]
+            first = f"unknown key {key!r}; nas --help lists the keys, --cfg shows the config"
+        elif "No match in the defaults list" in str(e) and "space" in str(e):
+            first = "space is chosen with a plus sign: +space=NAME"
+        raise UserError(first) from None
+
+
+def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:
+    """Names available in a conf group: the package's and those in user config dirs."""
+    from importlib.resources import files
+
+    names = {p.name[:-5] for p in files("conf").joinpath(group).iterdir() if p.name.endswith(".yaml")}
+    for d in config_dirs:
+        names |= {p.stem for p in (Path(d) / group).glob("*.yaml")}
+    return sorted(names)
+
+
+def to_container(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def instantiate(group: str, node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with errors reported against ``group``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        if isinstance(cause, KeyError):
+            message = message.strip("\"'")
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in message:
+            message = f"unknown key: {message.split('argument')[-1].strip()}"
+        if not message.startswith(group):
+            message = f"{group}: {message}"
+        raise UserError(message) from None

@@ -1,0 +1,281 @@
+"""``nas search``: score candidates with the weight-sharing supernet, measure their latency,
+and keep every trial in an Optuna study in SQL. Rerunning the same command tops the study up
+to ``n_trials`` COMPLETE trials, reusing the cached supernet, and never repeats finished work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from nas.config import group_options, instantiate, to_container
+from nas.errors import UserError
+
+
+@dataclass
+class Setup:
+    """Everything a search needs, validated before anything is written."""
+
+    cfg: DictConfig
+    space: Any  # SearchSpace
+    space_config: dict[str, Any]
+    data: Any  # ImageData
+    train_idx: Any
+    val_idx: Any
+    split: dict[str, Any]
+    recipe: Any  # Recipe
+    profiler: Any  # LatencyProfiler
+    study_name: str
+    identity: dict[str, Any]  # what the study's figures are valid for
+
+
+def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
+    from nas.data import DataError
+    from nas.study import check_storage_url
+
+    if "space" not in cfg:
+        valid = ", ".join(group_options("space", config_dirs))
+        raise UserError(f"space: none given; add +space=NAME (valid: {valid})")
+    if not isinstance(cfg.n_trials, int) or cfg.n_trials < 1:
+        raise UserError(f"n_trials: expected a positive integer, got {cfg.n_trials!r}")
+    if not isinstance(cfg.seed, int):
+        raise UserError(f"seed: expected an integer, got {cfg.seed!r}")
+    check_storage_url(cfg.storage)
+    dataset = instantiate("dataset", cfg.dataset)
+    try:
+        data = dataset.load()
+    except DataError as e:
+        raise UserError(str(e)) from None
+    space_config = to_container(cfg.space)
+    space = instantiate(
+        "space",
+        cfg.space,
+        image_size=data.image_size,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+    )
+    profiler = instantiate("profiler", cfg.profiler)
+    recipe = instantiate("supernet", cfg.supernet)
+    split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
+    train_idx, val_idx = data.split(**split)
+    from nas.hardware import fingerprint, fingerprint_id
+    from nas.train import supernet_key
+
+    identity = {
+        "space": space_config,
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint(),
+        "split": split,
+        "supernet_key": supernet_key(space_config, data, split, recipe),
+        "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
+        "hardware": fingerprint_id() if profiler.unit == "ms" else "any",
+        "hardware_info": fingerprint(),
+    }
+    study_name = cfg.study_name or f"{space.name}-{data.name}"
+    # Validate the sampler config now too (instantiated for real once the study is open).
+    instantiate("sampler", cfg.sampler, seed=cfg.seed)
+    return Setup(
+        cfg, space, space_config, data, train_idx, val_idx, split, recipe, profiler, study_name, identity
+    )
+
+
+def _check_identity(study, identity: dict[str, Any]) -> None:
+    from nas.study import STUDY_ATTR
+
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if stored is None:
+        return
+    differing = [k for k in identity if k != "hardware_info" and stored.get(k) != identity[k]]
+    if differing:
+        raise UserError(
+            f"study_name: study {study.study_name!r} was run with a different "
+            f"{', '.join(differing)}; its figures would not be comparable. "
+            f"Choose another study_name or restore the original settings"
+        )
+
+
+def run_search(setup: Setup, console) -> int:
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from nas.study import (
+        DIRECTIONS,
+        STUDY_ATTR,
+        completed,
+        open_storage,
+        print_pareto,
+        results_dir,
+        write_pareto_files,
+    )
+
+    cfg = setup.cfg
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(cfg.storage)
+    study = optuna.create_study(
+        study_name=setup.study_name, storage=storage, directions=DIRECTIONS, load_if_exists=True
+    )
+    _check_identity(study, setup.identity)
+    done = completed(study)
+    folder = results_dir(cfg.storage)
+    if len(done) >= cfg.n_trials:
+        console.print(
+            f"Study [bold]{study.study_name}[/] is complete: {len(done)} completed trials "
+            f"(n_trials={cfg.n_trials}); nothing to do."
+        )
+        rows = print_pareto(study, console)
+        write_pareto_files(study, rows, folder)
+        return 0
+
+    from nas.train import train_supernet
+
+    console.print(
+        f"Study [bold]{study.study_name}[/] in {cfg.storage}: {len(done)}/{cfg.n_trials} completed; "
+        f"space {setup.space.name} ({setup.space.size():,} members), dataset {setup.data.name} "
+        f"({len(setup.train_idx)} train / {len(setup.val_idx)} val), profiler {setup.profiler.name}"
+    )
+    t0 = time.perf_counter()
+    trained = train_supernet(
+        setup.space,
+        setup.space_config,
+        setup.data,
+        setup.train_idx,
+        setup.val_idx,
+        setup.split,
+        setup.recipe,
+        cfg.cache_dir,
+        device=cfg.device,
+        checkpoint_every_s=cfg.checkpoint_every_s,
+        progress=cfg.progress,
+    )
+    meta = trained.meta
+    console.print(
+        f"Supernet {'reused from' if trained.reused else 'trained:'} {trained.path} "
+        f"({meta['train_seconds']:.0f} s training on {meta['device']}; val top-1 largest "
+        f"{meta['largest_top1']:.2f} %, smallest {meta['smallest_top1']:.2f} %)"
+    )
+    study.set_user_attr(
+        STUDY_ATTR, setup.identity | {"supernet_path": str(trained.path.resolve()), "supernet": meta}
+    )
+    supernet = trained.net.cpu()  # candidates are scored where their latency is measured
+    objective = Objective(setup, supernet, study)
+    sampler = instantiate("sampler", cfg.sampler, seed=cfg.seed + len(study.trials))
+    study.sampler = sampler
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+    ]
+    failures = {"consecutive": 0, "stopped": False}
+
+    def after_trial(study, trial) -> None:
+        if trial.state == TrialState.FAIL:
+            failures["consecutive"] += 1
+            console.print(f"[red]trial {trial.number} failed:[/] {trial.user_attrs.get('fail_reason', '?')}")
+            if failures["consecutive"] >= cfg.max_consecutive_failures:
+                failures["stopped"] = True
+                study.stop()
+        elif trial.state == TrialState.COMPLETE:
+            failures["consecutive"] = 0
+            bar.update(
+                task,
+                completed=len(completed(study)),
+                last=f"#{trial.number} top-1 {trial.values[0]:.1f} % {trial.values[1]:.3g} {setup.profiler.unit}",
+            )
+
+    with Progress(*columns, console=console, disable=not cfg.progress) as bar:
+        task = bar.add_task("search", total=cfg.n_trials, completed=len(done), last="")
+        study.optimize(
+            objective,
+            callbacks=[MaxTrialsCallback(cfg.n_trials, states=(TrialState.COMPLETE,)), after_trial],
+            catch=(Exception,),
+        )
+    if failures["stopped"]:
+        console.print(
+            f"[red]Stopped: {cfg.max_consecutive_failures} trials in a row failed[/] "
+            "(reasons above and in each trial's user attribute fail_reason)."
+        )
+        return 1
+    n_done = len(completed(study))
+    console.print(f"{n_done} completed trials in {time.perf_counter() - t0:.0f} s.")
+    rows = print_pareto(study, console)
+    csv_path, png_path = write_pareto_files(study, rows, folder)
+    console.print(f"Pareto front written to {csv_path} and {png_path}")
+    return 0
+
+
+class Objective:
+    """Scores one trial: inherited top-1 on the validation split, and measured latency."""
+
+    def __init__(self, setup: Setup, supernet, study) -> None:
+        from nas.study import completed
+
+        self.setup, self.supernet = setup, supernet
+        self.val_images = setup.data.images[setup.val_idx]
+        self.val_labels = setup.data.labels[setup.val_idx]
+        # Architectures already scored in this study: a repeat suggestion reuses the figures.
+        self.seen = {t.user_attrs["arch_key"]: t for t in completed(study) if "arch_key" in t.user_attrs}
+
+    def __call__(self, trial) -> tuple[float, float]:
+        from latency_models.flops import count_flops, count_params
+        from nas.hardware import fingerprint
+        from nas.train import evaluate
+
+        arch = self.setup.space.suggest(trial)
+        key = arch.key()
+        if key in self.seen:
+            earlier = self.seen[key]
+            for name, value in earlier.user_attrs.items():
+                trial.set_user_attr(name, value)
+            trial.set_user_attr("reused_from", earlier.number)
+            return tuple(earlier.values)
+        try:
+            start = time.perf_counter()
+            model = self.supernet.extract(arch)
+            top1 = evaluate(model, None, self.val_images, self.val_labels)
+            flops = count_flops(model, arch.input_shape)
+            eval_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            latency = self.setup.profiler.measure(arch, model)
+            latency_seconds = time.perf_counter() - start
+        except Exception as e:
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+            trial.set_user_attr("arch", arch.to_dict())
+            raise
+        attrs = {
+            "arch": arch.to_dict(),
+            "arch_key": key,
+            "summary": arch.summary(),
+            "top1": top1,
+            "params": count_params(model),
+            "flops": flops,
+            "macs": flops // 2,
+            "latency": latency.to_dict(),
+            "profiler": {"name": self.setup.profiler.name, "settings": self.setup.profiler.settings()},
+            "hardware": fingerprint(),
+            "eval_seconds": round(eval_seconds, 4),
+            "latency_seconds": round(latency_seconds, 4),
+        }
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        if not (top1 == top1 and latency.median == latency.median):  # NaN
+            trial.set_user_attr("fail_reason", "NaN score or latency")
+            raise ValueError("NaN score or latency")
+        self.seen[key] = _Done(attrs, (top1, latency.median), trial.number)
+        return top1, latency.median
+
+
+@dataclasses.dataclass
+class _Done:
+    user_attrs: dict[str, Any]
+    values: tuple[float, float]
+    number: int

@@ -1,0 +1,148 @@
+"""The Optuna study in SQL: opening it, what a trial records, the Pareto front and its files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.arch import ArchConfig
+from nas.errors import UserError
+
+DIRECTIONS = ["maximize", "minimize"]  # validation top-1 (%), latency
+STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
+
+
+def check_storage_url(url: str) -> None:
+    """Reject a malformed URL or missing SQLite folder before anything is written."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UserError(f"storage: {url!r} is not an SQLAlchemy URL (e.g. sqlite:///nas.db)") from None
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise UserError(f"storage: folder {str(folder)!r} of {url!r} does not exist")
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    check_storage_url(url)
+    try:
+        # Heartbeats let a later run fail trials left RUNNING by a killed process.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+    except Exception as e:  # driver missing, server down, bad credentials
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"storage: cannot open {url!r}: {first}") from None
+
+
+def results_dir(url: str) -> Path:
+    """Where result files go: next to an SQLite database, else the working directory."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).expanduser().resolve().parent
+    return Path.cwd()
+
+
+def load_existing_study(storage: optuna.storages.RDBStorage, study_name: str | None) -> optuna.Study:
+    """The named study, or the only study in the storage when no name is given."""
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(names) or "none"
+            raise UserError(f"study_name: the storage holds {len(names)} studies ({listed}); name one")
+        study_name = names[0]
+    if study_name not in names:
+        raise UserError(
+            f"study_name: no study {study_name!r} in the storage; it has: {', '.join(names) or 'none'}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def trial_arch(trial: FrozenTrial) -> ArchConfig:
+    return ArchConfig.from_dict(trial.user_attrs["arch"])
+
+
+def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    rows = []
+    for t in sorted(study.best_trials, key=lambda t: t.values[1]):
+        rows.append(
+            {
+                "trial": t.number,
+                "top1": round(t.values[0], 2),
+                "latency": round(t.values[1], 4),
+                "unit": t.user_attrs["latency"]["unit"],
+                "latency_p90": round(t.user_attrs["latency"]["p90"], 4),
+                "params": t.user_attrs["params"],
+                "mflops": round(t.user_attrs["flops"] / 1e6, 2),
+                "arch": t.user_attrs["summary"],
+                "arch_key": t.user_attrs["arch_key"],
+            }
+        )
+    return rows
+
+
+def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
+    from rich.table import Table
+
+    rows = pareto_rows(study)
+    unit = rows[0]["unit"] if rows else "ms"
+    table = Table(title=f"Pareto front of {study.study_name} ({len(rows)} of {len(completed(study))} trials)")
+    for column in ("trial", "top-1 %", f"latency {unit}", "params", "MFLOPs", "architecture"):
+        table.add_column(column, justify="left" if column == "architecture" else "right")
+    for r in rows:
+        table.add_row(
+            str(r["trial"]),
+            f"{r['top1']:.2f}",
+            f"{r['latency']:.4g}",
+            f"{r['params']:,}",
+            f"{r['mflops']:.2f}",
+            r["arch"],
+        )
+    console.print(table)
+    return rows
+
+
+def write_pareto_files(study: optuna.Study, rows: list[dict[str, Any]], folder: Path) -> tuple[Path, Path]:
+    """``<study>_pareto.csv`` and ``<study>_pareto.png`` in ``folder`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    csv_path = folder / f"{study.study_name}_pareto.csv"
+    png_path = folder / f"{study.study_name}_pareto.png"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)
+    unit = rows[0]["unit"] if rows else "ms"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        ax = plot_pareto_front(study, target_names=["validation top-1 (%)", f"latency ({unit})"])
+        ax.figure.set_size_inches(8, 5.5)
+        ax.figure.tight_layout()
+        tmp_png = png_path.with_suffix(".tmp.png")
+        ax.figure.savefig(tmp_png, dpi=110)
+    os.replace(tmp_png, png_path)
+    import matplotlib.pyplot as plt
+
+    plt.close(ax.figure)
+    return csv_path, png_path

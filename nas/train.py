@@ -1,0 +1,220 @@
+"""Supernet training with the sandwich rule and in-place distillation (BigNAS / AutoFormer).
+
+Each step trains the largest member on the labels, then the smallest and ``num_random`` seeded
+random members on the largest member's soft predictions. Checkpoints are written atomically
+every ``checkpoint_every_s`` seconds, so a killed run resumes where it stopped; the finished
+supernet is cached under a key of (space, data, split, recipe) and reused by later searches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nas.arch import ArchConfig
+from nas.data import ImageData
+from search_spaces.supernet import VitSupernet
+from search_spaces.vit import VitSpace
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    num_random: int = 2  # random members per step besides the largest and smallest
+    label_smoothing: float = 0.1
+    distill: bool = True  # smaller members learn from the largest's soft predictions
+    seed: int = 0
+
+    def lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:
+        warmup = max(1, int(self.warmup_epochs * steps_per_epoch))
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def supernet_key(space_config: dict[str, Any], data: ImageData, split: dict, recipe: Recipe) -> str:
+    blob = json.dumps(
+        {"space": space_config, "data": data.fingerprint(), "split": split, "recipe": asdict(recipe)},
+        sort_keys=True,
+    )
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainedSupernet:
+    net: VitSupernet
+    path: Path  # the finished checkpoint
+    meta: dict[str, Any]  # recipe, device, training time, top-1 of the extremes
+    reused: bool  # True when loaded from the cache instead of trained now
+
+
+@torch.no_grad()
+def evaluate(
+    net: VitSupernet | torch.nn.Module,
+    arch: ArchConfig | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1000,
+) -> float:
+    """Top-1 (%) of ``arch`` inside ``net`` (or of a standalone module when arch is None)."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255)
+        logits = net(x) if arch is None else net(x, arch)
+        correct += (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
+    net.train(was_training)
+    return 100.0 * correct / len(images)
+
+
+def train_supernet(
+    space: VitSpace,
+    space_config: dict[str, Any],
+    data: ImageData,
+    train_idx: torch.Tensor,
+    val_idx: torch.Tensor,
+    split: dict,
+    recipe: Recipe,
+    cache_dir: Path,
+    device: str = "auto",
+    checkpoint_every_s: float = 30.0,
+    progress: bool = True,
+) -> TrainedSupernet:
+    """Train the supernet, resume its interrupted training, or reuse the cached result."""
+    key = supernet_key(space_config, data, split, recipe)
+    run_dir = Path(cache_dir) / "supernets" / f"{space.name}-{data.name.replace(':', '_')}-{key}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final, partial = run_dir / "supernet.pt", run_dir / "checkpoint.pt"
+    dev = resolve_device(device)
+    torch.manual_seed(recipe.seed)  # initial weights only; sampling uses per-step RNGs
+    net = VitSupernet.from_space(space)
+    if final.exists():
+        saved = torch.load(final, map_location="cpu", weights_only=False)
+        net.load_state_dict(saved["model"])
+        return TrainedSupernet(net.to(dev), final, saved["meta"], reused=True)
+
+    train_images = data.images[train_idx].float().div_(255)
+    mean = train_images.mean(dim=(0, 2, 3))
+    std = train_images.std(dim=(0, 2, 3))
+    net.set_normalization(mean, std)
+    net.to(dev)
+    decay = [p for n, p in net.named_parameters() if p.dim() > 1 and "pos_embed" not in n]
+    no_decay = [p for n, p in net.named_parameters() if not (p.dim() > 1 and "pos_embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+    )
+    steps_per_epoch = max(1, len(train_idx) // recipe.batch_size)
+    total = steps_per_epoch * recipe.epochs
+    step, elapsed = 0, 0.0
+    if partial.exists():
+        saved = torch.load(partial, map_location="cpu", weights_only=False)
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step, elapsed = saved["step"], saved["elapsed_s"]
+
+    images = data.images[train_idx].to(dev)
+    labels = data.labels[train_idx].to(dev)
+    largest, smallest = space.largest(), space.smallest()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    net.train()
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [
+        TextColumn("supernet"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    started, last_save = time.perf_counter(), time.perf_counter()
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("train", total=total, completed=step, loss=float("nan"))
+        while step < total:
+            epoch, index = divmod(step, steps_per_epoch)
+            order = torch.randperm(
+                len(images), generator=torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+            )
+            batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size].to(dev)
+            x = images[batch].float().div_(255)
+            y = labels[batch]
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
+            rng = random.Random(recipe.seed * 1_000_003 + step)  # same members on every rerun
+            members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
+            optimizer.zero_grad(set_to_none=True)
+            soft_targets = None
+            for i, arch in enumerate(members):
+                with autocast:
+                    logits = net(x, arch)
+                if i == 0 or not recipe.distill:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                    if i == 0:
+                        soft_targets = logits.detach().float().softmax(-1)
+                        first_loss = loss.item()
+                else:
+                    loss = F.cross_entropy(logits.float(), soft_targets)
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            bar.update(task, completed=step, loss=first_loss)
+            now = time.perf_counter()
+            if now - last_save > checkpoint_every_s and step < total:
+                _save_atomic(
+                    {
+                        "model": net.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "elapsed_s": elapsed + now - started,
+                    },
+                    partial,
+                )
+                last_save = now
+    elapsed += time.perf_counter() - started
+    val_images, val_labels = data.images[val_idx], data.labels[val_idx]
+    meta = {
+        "key": key,
+        "space": space.name,
+        "data": data.name,
+        "recipe": asdict(recipe),
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "train_seconds": round(elapsed, 1),
+        "steps": total,
+        "largest_top1": evaluate(net, largest, val_images, val_labels),
+        "smallest_top1": evaluate(net, smallest, val_images, val_labels),
+    }
+    _save_atomic({"model": net.state_dict(), "meta": meta}, final)
+    partial.unlink(missing_ok=True)
+    return TrainedSupernet(net, final, meta, reused=False)

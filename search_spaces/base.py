@@ -1,0 +1,159 @@
+"""SearchSpace and Suggester: write a space once, use it for every purpose.
+
+A space is a ``build(s: Suggester) -> ArchConfig`` method. The suggester decides each choice:
+
+* ``OptunaSuggester(trial)``  -- the study's sampler decides (``suggest``)
+* ``RandomSuggester(rng)``    -- seeded uniform samples for supernet training (``sample``)
+* ``ExtremeSuggester("largest" | "smallest")`` -- sandwich-rule extremes
+* ``FixedSuggester(params)``  -- rebuild from a finished trial's ``params`` (``from_params``)
+
+Choices are asked in the order the network needs them (depth first, then only the active layers),
+so conditional spaces need nothing special and impossible members cannot be produced.
+Parameter names are dotted paths such as ``layer2.num_heads``. Spaces pass every list of
+choices ordered from cheapest to most expensive, which is all "largest" and "smallest" need.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from nas.arch import ArchConfig
+
+Choice = Any
+
+
+class Suggester(Protocol):
+    """Decides one named choice at a time."""
+
+    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice: ...
+
+    def integer(self, name: str, low: int, high: int) -> int: ...
+
+
+class OptunaSuggester:
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
+        return self.trial.suggest_categorical(name, list(choices))
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return self.trial.suggest_int(name, low, high)
+
+
+class RandomSuggester:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
+        return self.rng.choice(list(choices))
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+
+class ExtremeSuggester:
+    """Largest or smallest member: spaces pass choices cheapest first, so take an end."""
+
+    def __init__(self, which: str) -> None:
+        if which not in ("largest", "smallest"):
+            raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
+        self.index = -1 if which == "largest" else 0
+
+    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
+        return list(choices)[self.index]
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return (low, high)[self.index]
+
+
+class FixedSuggester:
+    """Replays given params; a missing or out-of-range param is an error, never a guess."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.used: set[str] = set()
+
+    def _get(self, name: str) -> Any:
+        if name not in self.params:
+            raise KeyError(f"param {name!r} missing")
+        self.used.add(name)
+        return self.params[name]
+
+    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
+        value = self._get(name)
+        if value not in list(choices):
+            raise ValueError(f"param {name}={value!r} is not one of {list(choices)}")
+        return value
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        value = self._get(name)
+        if not (isinstance(value, int) and low <= value <= high):
+            raise ValueError(f"param {name}={value!r} is not an int in [{low}, {high}]")
+        return value
+
+
+class RecordingSuggester:
+    """Wraps another suggester and records the params it decided (name -> value)."""
+
+    def __init__(self, inner: Suggester) -> None:
+        self.inner = inner
+        self.params: dict[str, Any] = {}
+
+    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
+        self.params[name] = self.inner.categorical(name, choices)
+        return self.params[name]
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        self.params[name] = self.inner.integer(name, low, high)
+        return self.params[name]
+
+
+class SearchSpace(abc.ABC):
+    """A family of architectures defined by one ``build`` method.
+
+    Subclasses implement ``build``, ``axes`` (what ``nas spaces`` shows) and ``size`` (number of
+    distinct members). Everything else derives from ``build``.
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def build(self, s: Suggester) -> ArchConfig:
+        """Ask ``s`` for every choice and return the member it describes."""
+
+    @abc.abstractmethod
+    def axes(self) -> dict[str, str]:
+        """Axis name -> human description of its choices."""
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Number of distinct members."""
+
+    def suggest(self, trial: Any) -> ArchConfig:
+        return self.build(OptunaSuggester(trial))
+
+    def sample(self, rng: random.Random) -> ArchConfig:
+        return self.build(RandomSuggester(rng))
+
+    def largest(self) -> ArchConfig:
+        return self.build(ExtremeSuggester("largest"))
+
+    def smallest(self) -> ArchConfig:
+        return self.build(ExtremeSuggester("smallest"))
+
+    def from_params(self, params: dict[str, Any]) -> ArchConfig:
+        fixed = FixedSuggester(params)
+        arch = self.build(fixed)
+        extra = set(params) - fixed.used
+        if extra:
+            raise ValueError(f"params not used by space {self.name!r}: {sorted(extra)}")
+        return arch
+
+    def params_of(self, suggester: Suggester) -> tuple[ArchConfig, dict[str, Any]]:
+        """Build with ``suggester`` and also return the params that describe the member."""
+        recorder = RecordingSuggester(suggester)
+        return self.build(recorder), recorder.params

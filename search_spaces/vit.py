@@ -1,0 +1,112 @@
+"""Vision-transformer space: patch size, width, depth and per-layer heads/MLP/attention.
+
+Conditional by construction: depth is chosen first and only the active layers are asked about.
+Attention heads have a fixed width (``head_dim``, as in AutoFormer), so every heads/width
+combination is a valid network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nas.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
+from search_spaces.base import SearchSpace, Suggester
+
+
+class SpaceError(ValueError):
+    """A space definition that cannot be used (the message names the offending key)."""
+
+
+def _check_choices(key: str, values: Sequence, allowed: Sequence | None = None) -> list:
+    values = list(values)
+    if not values:
+        raise SpaceError(f"space.{key}: needs at least one choice")
+    if len(set(map(repr, values))) != len(values):
+        raise SpaceError(f"space.{key}: duplicate choices in {values}")
+    for value in values:
+        if allowed is not None and value not in allowed:
+            raise SpaceError(f"space.{key}: {value!r} is not one of {list(allowed)}")
+        if allowed is None and not (isinstance(value, (int, float)) and value > 0):
+            raise SpaceError(f"space.{key}: {value!r} is not a positive number")
+    return values
+
+
+class VitSpace(SearchSpace):
+    def __init__(
+        self,
+        *,
+        name: str,
+        image_size: int,
+        in_channels: int,
+        num_classes: int,
+        patch_size: Sequence[int],
+        embed_dim: Sequence[int],
+        depth: Sequence[int],
+        head_dim: int,
+        num_heads: Sequence[int],
+        mlp_ratio: Sequence[float],
+        attention: Sequence[str],
+        activation: Sequence[str],
+    ) -> None:
+        self.name = name
+        self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
+        # Every choice list is kept cheapest first (see search_spaces.base).
+        self.patch_size = sorted(_check_choices("patch_size", patch_size), reverse=True)
+        for p in self.patch_size:
+            if not isinstance(p, int) or image_size % p:
+                raise SpaceError(
+                    f"space.patch_size: {p!r} does not divide the dataset's image size {image_size}"
+                )
+        self.embed_dim = sorted(int(v) for v in _check_choices("embed_dim", embed_dim))
+        depth = list(depth)
+        if len(depth) != 2 or not all(isinstance(d, int) for d in depth) or not (1 <= depth[0] <= depth[1]):
+            raise SpaceError(f"space.depth: expected [min, max] with 1 <= min <= max, got {depth}")
+        self.min_depth, self.max_depth = depth
+        if not isinstance(head_dim, int) or head_dim < 1:
+            raise SpaceError(f"space.head_dim: expected a positive int, got {head_dim!r}")
+        self.head_dim = head_dim
+        self.num_heads = sorted(int(v) for v in _check_choices("num_heads", num_heads))
+        self.mlp_ratio = sorted(float(v) for v in _check_choices("mlp_ratio", mlp_ratio))
+        self.attention = sorted(_check_choices("attention", attention, ATTENTIONS), key=ATTENTIONS.index)
+        self.activation = sorted(_check_choices("activation", activation, ACTIVATIONS), key=ACTIVATIONS.index)
+
+    def build(self, s: Suggester) -> ArchConfig:
+        patch_size = s.categorical("patch_size", self.patch_size)
+        embed_dim = s.categorical("embed_dim", self.embed_dim)
+        activation = s.categorical("activation", self.activation)
+        depth = s.integer("depth", self.min_depth, self.max_depth)
+        layers = tuple(
+            LayerConfig(
+                num_heads=s.categorical(f"layer{i}.num_heads", self.num_heads),
+                mlp_ratio=s.categorical(f"layer{i}.mlp_ratio", self.mlp_ratio),
+                attention=s.categorical(f"layer{i}.attention", self.attention),
+            )
+            for i in range(depth)
+        )
+        return ArchConfig(
+            image_size=self.image_size,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            head_dim=self.head_dim,
+            activation=activation,
+            layers=layers,
+            space=self.name,
+        )
+
+    def axes(self) -> dict[str, str]:
+        return {
+            "patch_size": str(self.patch_size),
+            "embed_dim": str(self.embed_dim),
+            "depth": f"{self.min_depth}..{self.max_depth}",
+            "layer<i>.num_heads": f"{self.num_heads} (head_dim {self.head_dim})",
+            "layer<i>.mlp_ratio": str(self.mlp_ratio),
+            "layer<i>.attention": str(self.attention),
+            "activation": str(self.activation),
+        }
+
+    def size(self) -> int:
+        per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention)
+        fixed = len(self.patch_size) * len(self.embed_dim) * len(self.activation)
+        return fixed * sum(per_layer**d for d in range(self.min_depth, self.max_depth + 1))

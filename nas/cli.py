@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 USAGE = """\
 usage: nas <command> [key=value ...] [--config-dir DIR] [--cfg]
@@ -79,11 +80,14 @@ def _spaces(cfg, config_dirs, console) -> int:
 
 
 def _dashboard(cfg, config_dirs, console) -> int:
+    from sqlalchemy.engine import make_url
+
     from nas.errors import UserError
-    from nas.study import check_storage_url, results_dir
+    from nas.study import check_storage_url
 
     check_storage_url(cfg.storage)
-    if cfg.storage.startswith("sqlite") and not any(results_dir(cfg.storage).glob("*")):
+    url = make_url(cfg.storage)
+    if url.drivername.startswith("sqlite") and not Path(url.database or "").expanduser().is_file():
         raise UserError(f"storage: {cfg.storage!r} holds no study yet; run nas search first")
     from optuna_dashboard import run_server
 
@@ -135,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     overrides, config_dirs, show = _split_options(rest)
     try:
         for d in config_dirs:
-            from pathlib import Path
-
             if not Path(d).is_dir():
                 raise UserError(f"--config-dir: {d!r} is not a directory")
         from nas.config import compose

@@ -60,9 +60,13 @@ def instantiate(group: str, node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` with errors reported against ``group``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
+    from omegaconf.errors import MissingMandatoryValue
 
     try:
         return hydra_instantiate(node, **kwargs)
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or group
+        raise UserError(f"{key}: no value given; set {key}=...") from None
     except InstantiationException as e:
         cause = e.__cause__ or e
         message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__

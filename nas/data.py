@@ -86,10 +86,13 @@ class Embedded(Dataset):
 class _Torchvision(Dataset):
     """A torchvision dataset read from ``root`` (``download`` fetches it when missing)."""
 
-    def __init__(self, root: str, download: bool = False, val_fraction: float = 0.1) -> None:
+    def __init__(
+        self, root: str, download: bool = False, val_fraction: float = 0.1, train: bool = True
+    ) -> None:
         super().__init__(val_fraction)
         self.root = Path(root).expanduser()
         self.download = download
+        self.train = train  # the test split is for reporting only, never for search
 
     def _open(self, root: Path):
         raise NotImplementedError  # pragma: no cover - abstract
@@ -124,7 +127,7 @@ class FashionMNIST(_Torchvision):
         import torchvision
 
         try:
-            return torchvision.datasets.FashionMNIST(root, train=True, download=self.download)
+            return torchvision.datasets.FashionMNIST(root, train=self.train, download=self.download)
         except RuntimeError:
             # Only the published .gz files present (e.g. a read-only mirror): torchvision reads
             # extracted files, so extract them next to our cache and read from there.
@@ -141,7 +144,7 @@ class FashionMNIST(_Torchvision):
                     with gzip.open(f, "rb") as src, open(tmp, "wb") as dst:
                         shutil.copyfileobj(src, dst)
                     tmp.replace(out / f.stem)
-            return torchvision.datasets.FashionMNIST(cache, train=True, download=False)
+            return torchvision.datasets.FashionMNIST(cache, train=self.train, download=False)
 
     def _to_image_data(self, ds) -> ImageData:
         return ImageData(self.name, ds.data.unsqueeze(1).clone(), ds.targets.long(), 10)
@@ -153,7 +156,7 @@ class CIFAR10(_Torchvision):
     def _open(self, root: Path):
         import torchvision
 
-        return torchvision.datasets.CIFAR10(root, train=True, download=self.download)
+        return torchvision.datasets.CIFAR10(root, train=self.train, download=self.download)
 
     def _to_image_data(self, ds) -> ImageData:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW

@@ -137,6 +137,7 @@ def write_pareto_files(study: optuna.Study, rows: list[dict[str, Any]], folder: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         ax = plot_pareto_front(study, target_names=["validation top-1 (%)", f"latency ({unit})"])
+        ax.set_title(f"Pareto front of {study.study_name}")
         ax.figure.set_size_inches(8, 5.5)
         ax.figure.tight_layout()
         tmp_png = png_path.with_suffix(".tmp.png")

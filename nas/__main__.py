@@ -1,0 +1,3 @@
+from nas.cli import console_main
+
+console_main()

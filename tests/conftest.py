@@ -1,0 +1,76 @@
+"""Shared fixtures. Tests read real data from ../shared/data and never download."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("NAS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+TINY = dict(
+    name="tiny",
+    image_size=28,
+    in_channels=1,
+    num_classes=10,
+    patch_size=[7, 14],
+    embed_dim=[16, 24],
+    depth=[1, 2],
+    head_dim=8,
+    num_heads=[1, 2],
+    mlp_ratio=[1, 2],
+    attention=["linear", "softmax"],
+    activation=["relu", "gelu"],
+)
+VIT = dict(
+    name="vit",
+    image_size=28,
+    in_channels=1,
+    num_classes=10,
+    patch_size=[4, 7],
+    embed_dim=[48, 64, 96],
+    depth=[1, 4],
+    head_dim=16,
+    num_heads=[1, 2, 4],
+    mlp_ratio=[1, 2, 4],
+    attention=["linear", "softmax"],
+    activation=["relu", "gelu"],
+)
+
+
+@pytest.fixture
+def tiny_space():
+    from search_spaces.vit import VitSpace
+
+    return VitSpace(**TINY)
+
+
+@pytest.fixture
+def vit_space():
+    from search_spaces.vit import VitSpace
+
+    return VitSpace(**VIT)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"Fashion-MNIST not found under {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def run_nas(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``nas`` command in a subprocess."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

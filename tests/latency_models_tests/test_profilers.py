@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from latency_models import LatencyProfiler, LatencyResult, create_profiler, list_profilers
+from latency_models.flops import count_flops
+from search_spaces.layers import build_model
+
+
+def test_registry_lists_builtins_and_rejects_unknown_names():
+    assert {"onnxruntime", "flops"} <= set(list_profilers())
+    with pytest.raises(KeyError, match="valid: .*onnxruntime"):
+        create_profiler("tensorrt")
+
+
+def test_onnxruntime_profiler_measures_a_real_session(vit_space):
+    profiler = create_profiler("onnxruntime", warmup=3, runs=20)
+    assert isinstance(profiler, LatencyProfiler)
+    small, big = vit_space.smallest(), vit_space.largest()
+    r_small, r_big = profiler.measure(small), profiler.measure(big)
+    for r in (r_small, r_big):
+        assert r.unit == "ms" and r.n_runs == 20 and r.n_warmup == 3
+        assert 0 < r.median <= r.p90 and r.std >= 0
+    # 100x the FLOPs: measurably slower, whatever the machine.
+    assert r_big.median > r_small.median
+    assert profiler.settings()["threads"] == 1
+
+
+def test_flops_proxy_counts_attention_on_cpu(vit_space):
+    import dataclasses
+
+    arch = vit_space.largest()
+    linear = dataclasses.replace(
+        arch, layers=tuple(dataclasses.replace(l, attention="linear") for l in arch.layers)
+    )
+    n, hd, h = arch.num_tokens, arch.head_dim, arch.layers[0].num_heads
+    sm, lin = (
+        count_flops(build_model(arch), arch.input_shape),
+        count_flops(build_model(linear), arch.input_shape),
+    )
+    # Per head and layer, softmax costs QK^T + AV = 2 * (2 N^2 hd) FLOPs; ReLU linear attention
+    # costs K^T V + Q (K^T V) = 2 * (2 N hd^2) plus the normaliser Q sum(K) = 2 N hd.
+    softmax_part = 4 * n * n * hd
+    linear_part = 4 * n * hd * hd + 2 * n * hd
+    assert sm - lin == arch.depth * h * (softmax_part - linear_part)
+    proxy = create_profiler("flops").measure(arch)
+    assert proxy.unit == "MFLOPs" and proxy.median == pytest.approx(sm / 1e6)
+    params = create_profiler("flops", metric="params").measure(arch)
+    assert params.median == pytest.approx(sum(p.numel() for p in build_model(arch).parameters()) / 1e6)
+    with pytest.raises(ValueError, match="metric"):
+        create_profiler("flops", metric="joules")
+
+
+def test_latency_result_statistics():
+    r = LatencyResult.from_samples([1.0, 2.0, 3.0, 4.0, 100.0], unit="ms")
+    assert r.median == 3.0 and r.p90 == 100.0 and r.n_runs == 5
+    assert r.mean == pytest.approx(22.0) and r.cv == pytest.approx(r.std / 22.0)
+    assert r.to_dict()["cv"] == pytest.approx(r.cv)
+
+
+def test_profiler_measures_the_given_model(vit_space):
+    arch = vit_space.smallest()
+    model = build_model(arch)
+    torch.nn.init.zeros_(model.head.weight)
+    r = create_profiler("onnxruntime", warmup=1, runs=3).measure(arch, model)
+    assert r.median > 0

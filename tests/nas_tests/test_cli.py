@@ -1,0 +1,67 @@
+"""Bad input: one line naming the key, exit code 2, no traceback, nothing written."""
+
+import pytest
+
+from tests.conftest import run_nas
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["+space=hexagon"], ["unknown space 'hexagon'", "valid: tiny, vit"]),
+        (["+space=tiny", "sampler=annealing"], ["unknown sampler", "nsga2, random, tpe"]),
+        (["+space=tiny", "dataset=imagenet"], ["unknown dataset", "cifar10", "embedded", "fashion_mnist"]),
+        (["+space=tiny", "profiler=stopwatch"], ["unknown profiler", "flops, onnxruntime"]),
+        (["+space=tiny", "profiler.name=stopwatch"], ["profiler", "stopwatch", "valid: flops, onnxruntime"]),
+        (["+space=tiny", "n_trails=3"], ["unknown key 'n_trails'"]),
+        (["+space=tiny", "n_trials=0"], ["n_trials"]),
+        (["+space=tiny", "space.patch_size=[5]"], ["space.patch_size", "does not divide"]),
+        (["+space=tiny", "space.attention=[softmax,flash]"], ["space.attention", "'flash'"]),
+        (["+space=tiny", "storage=nosuchdb://x"], ["storage"]),
+        (["+space=tiny", "storage=sqlite:///no/such/dir/x.db"], ["storage", "does not exist"]),
+        (["space=tiny"], ["+space=NAME"]),
+        ([], ["space", "+space=NAME", "tiny, vit"]),
+    ],
+)
+def test_bad_search_input(tmp_path, args, fragments):
+    result = run_nas("search", *args, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []  # no database, no cache, nothing half-written
+
+
+def test_missing_dataset_root_names_the_path(tmp_path):
+    result = run_nas("search", "+space=tiny", "dataset=fashion_mnist", "dataset.root=nowhere", cwd=tmp_path)
+    assert_one_line_error(result, "dataset.root", str(tmp_path / "nowhere"), "download")
+    assert not (tmp_path / "nas.db").exists()
+
+
+def test_imagefolder_without_root(tmp_path):
+    result = run_nas("search", "+space=tiny", "dataset=imagefolder", cwd=tmp_path)
+    assert_one_line_error(result, "dataset.root")
+
+
+def test_unknown_command_and_help(tmp_path):
+    assert_one_line_error(run_nas("serch", cwd=tmp_path), "unknown command 'serch'", "search")
+    result = run_nas("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "nas search +space=vit" in result.stdout
+
+
+def test_export_without_study(tmp_path):
+    result = run_nas("export", "trial=0", cwd=tmp_path)
+    assert_one_line_error(result, "study_name", "0 studies")
+
+
+def test_spaces_lists_axes_and_sizes(tmp_path):
+    result = run_nas("spaces", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for fragment in ("vit", "1,333,800", "tiny", "576", "layer<i>.attention", "patch_size"):
+        assert fragment in result.stdout

@@ -1,0 +1,76 @@
+"""End to end on the tiny space: search, resume/top-up, export, the study's records."""
+
+import json
+
+import onnxruntime as ort
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import run_nas
+
+FAST = ["+space=tiny", "supernet.epochs=2", "profiler.runs=10", "profiler.warmup=2"]
+
+
+@pytest.mark.slow
+def test_search_resume_top_up_and_export(tmp_path):
+    first = run_nas("search", *FAST, "n_trials=8", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Supernet trained" in first.stdout and "Pareto front" in first.stdout
+    assert (tmp_path / "tiny-fashion_mnist_6k_pareto.csv").exists()
+    assert (tmp_path / "tiny-fashion_mnist_6k_pareto.png").stat().st_size > 1000
+    checkpoint = next((tmp_path / ".nas_cache" / "supernets").glob("*/supernet.pt"))
+    trained_at = checkpoint.stat().st_mtime_ns
+
+    study = optuna.load_study(study_name="tiny-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 8
+    t = trials[0]
+    assert {"arch", "arch_key", "params", "flops", "macs", "latency", "profiler", "hardware"} <= set(
+        t.user_attrs
+    )
+    assert t.user_attrs["latency"]["unit"] == "ms" and t.user_attrs["latency"]["median"] == t.values[1]
+    assert t.user_attrs["hardware"]["cpu_count"] >= 1 and t.user_attrs["profiler"]["name"] == "onnxruntime"
+    assert 0 <= t.values[0] <= 100 and t.user_attrs["top1"] == t.values[0]
+    assert study.user_attrs["nas"]["supernet"]["largest_top1"] > 10  # learned something
+
+    again = run_nas("search", *FAST, "n_trials=8", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "is complete" in again.stdout
+    assert len(study.get_trials()) == 8  # no new trial, not even a failed one
+
+    more = run_nas("search", *FAST, "n_trials=11", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert "Supernet reused" in more.stdout
+    assert checkpoint.stat().st_mtime_ns == trained_at  # not retrained
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 11 and len(study.get_trials()) == 11
+
+    # A changed recipe would make figures incomparable: refused, nothing written.
+    changed = run_nas("search", "+space=tiny", "supernet.epochs=3", "n_trials=12", cwd=tmp_path)
+    assert changed.returncode == 2 and "supernet_key" in changed.stderr
+    assert len(study.get_trials()) == 11
+
+    fastest = min(complete, key=lambda t: t.values[1])
+    budget = sorted(t.values[1] for t in complete)[len(complete) // 2]
+    exported = run_nas("export", f"latency_budget_ms={budget}", "out_dir=out", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "max abs diff" in exported.stdout
+    within = [t for t in complete if t.values[1] <= budget]
+    best = max(within, key=lambda t: t.values[0])
+    arch = yaml.safe_load((tmp_path / "out" / "arch.yaml").read_text())
+    assert arch == best.user_attrs["arch"]
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    assert session.get_inputs()[0].name == "images"
+
+    by_number = run_nas("export", f"trial={fastest.number}", cwd=tmp_path)
+    assert by_number.returncode == 0, by_number.stderr
+    assert (tmp_path / "export" / f"tiny-fashion_mnist_6k-trial{fastest.number}" / "model.onnx").exists()
+
+    too_tight = run_nas("export", f"latency_budget_ms={fastest.values[1] / 10}", cwd=tmp_path)
+    assert too_tight.returncode == 2
+    assert f"fastest is trial {fastest.number}" in too_tight.stderr
+
+    csv_rows = (tmp_path / "tiny-fashion_mnist_6k_pareto.csv").read_text().splitlines()
+    assert len(csv_rows) - 1 == len(study.best_trials)
+    json.loads(json.dumps(study.user_attrs["nas"]))  # plain JSON in the database

@@ -94,6 +94,7 @@ def run_export(cfg, console) -> int:
             return 1
         if out_dir.exists():
             shutil.rmtree(out_dir)
+        staging.chmod(0o755)  # mkdtemp makes it private
         staging.rename(out_dir)
     finally:
         if staging.exists():

@@ -189,7 +189,8 @@ def run_search(setup: Setup, console) -> int:
             bar.update(
                 task,
                 completed=len(completed(study)),
-                last=f"#{trial.number} top-1 {trial.values[0]:.1f} % {trial.values[1]:.3g} {setup.profiler.unit}",
+                last=f"#{trial.number} top-1 {trial.values[0]:.1f} % "
+                f"{trial.values[1]:.3g} {setup.profiler.unit}",
             )
 
     with Progress(*columns, console=console, disable=not cfg.progress) as bar:

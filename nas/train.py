@@ -159,49 +159,50 @@ def train_supernet(
         TimeRemainingColumn(),
     ]
     started, last_save = time.perf_counter(), time.perf_counter()
+
+    def save_partial() -> None:
+        state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        _save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
+
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("train", total=total, completed=step, loss=float("nan"))
-        while step < total:
-            epoch, index = divmod(step, steps_per_epoch)
-            order = torch.randperm(
-                len(images), generator=torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-            )
-            batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size].to(dev)
-            x = images[batch].float().div_(255)
-            y = labels[batch]
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
-            rng = random.Random(recipe.seed * 1_000_003 + step)  # same members on every rerun
-            members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
-            optimizer.zero_grad(set_to_none=True)
-            soft_targets = None
-            for i, arch in enumerate(members):
-                with autocast:
-                    logits = net(x, arch)
-                if i == 0 or not recipe.distill:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-                    if i == 0:
-                        soft_targets = logits.detach().float().softmax(-1)
-                        first_loss = loss.item()
-                else:
-                    loss = F.cross_entropy(logits.float(), soft_targets)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            bar.update(task, completed=step, loss=first_loss)
-            now = time.perf_counter()
-            if now - last_save > checkpoint_every_s and step < total:
-                _save_atomic(
-                    {
-                        "model": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "step": step,
-                        "elapsed_s": elapsed + now - started,
-                    },
-                    partial,
+        try:
+            while step < total:
+                epoch, index = divmod(step, steps_per_epoch)
+                order = torch.randperm(
+                    len(images), generator=torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
                 )
-                last_save = now
+                batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size].to(dev)
+                x = images[batch].float().div_(255)
+                y = labels[batch]
+                for group in optimizer.param_groups:
+                    group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
+                rng = random.Random(recipe.seed * 1_000_003 + step)  # same members on every rerun
+                members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
+                optimizer.zero_grad(set_to_none=True)
+                soft_targets = None
+                for i, arch in enumerate(members):
+                    with autocast:
+                        logits = net(x, arch)
+                    if i == 0 or not recipe.distill:
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                        if i == 0:
+                            soft_targets = logits.detach().float().softmax(-1)
+                            first_loss = loss.item()
+                    else:
+                        loss = F.cross_entropy(logits.float(), soft_targets)
+                    loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                optimizer.step()
+                step += 1
+                bar.update(task, completed=step, loss=first_loss)
+                now = time.perf_counter()
+                if now - last_save > checkpoint_every_s and step < total:
+                    save_partial()
+                    last_save = now
+        except KeyboardInterrupt:
+            save_partial()  # Ctrl-C loses nothing; a kill loses at most checkpoint_every_s
+            raise
     elapsed += time.perf_counter() - started
     val_images, val_labels = data.images[val_idx], data.labels[val_idx]
     meta = {

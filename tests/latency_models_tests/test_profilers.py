@@ -30,7 +30,7 @@ def test_flops_proxy_counts_attention_on_cpu(vit_space):
 
     arch = vit_space.largest()
     linear = dataclasses.replace(
-        arch, layers=tuple(dataclasses.replace(l, attention="linear") for l in arch.layers)
+        arch, layers=tuple(dataclasses.replace(layer, attention="linear") for layer in arch.layers)
     )
     n, hd, h = arch.num_tokens, arch.head_dim, arch.layers[0].num_heads
     sm, lin = (

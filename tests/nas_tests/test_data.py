@@ -30,3 +30,18 @@ def test_split_is_stratified_disjoint_and_seeded():
     assert torch.equal(data.split(0.2, seed=0)[1], val)
     assert not torch.equal(data.split(0.2, seed=1)[1], val)
     assert data.fingerprint() == Embedded().load().fingerprint()
+
+
+def test_imagefolder_reads_real_image_files(tmp_path):
+    from PIL import Image
+
+    from nas.data import ImageFolder
+
+    for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 30), colour).save(tmp_path / f"class{c}" / f"{i}.png")
+    data = ImageFolder(str(tmp_path), image_size=16).load()
+    assert data.images.shape == (6, 3, 16, 16) and data.num_classes == 2
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.images[0, 0].float().mean() == 255 and data.images[3, 2].float().mean() == 255

@@ -74,3 +74,55 @@ def test_search_resume_top_up_and_export(tmp_path):
     csv_rows = (tmp_path / "tiny-fashion_mnist_6k_pareto.csv").read_text().splitlines()
     assert len(csv_rows) - 1 == len(study.best_trials)
     json.loads(json.dumps(study.user_attrs["nas"]))  # plain JSON in the database
+
+
+ONE_MEMBER_SPACE = """\
+_target_: search_spaces.vit.VitSpace
+name: single
+patch_size: [14]
+embed_dim: [8]
+depth: [1, 1]
+head_dim: 4
+num_heads: [1]
+mlp_ratio: [1]
+attention: [linear]
+activation: [relu]
+"""
+
+
+def test_user_space_from_config_dir_and_repeated_architectures_are_not_re_evaluated(tmp_path):
+    (tmp_path / "myconf" / "space").mkdir(parents=True)
+    (tmp_path / "myconf" / "space" / "single.yaml").write_text(ONE_MEMBER_SPACE)
+    result = run_nas(
+        "search",
+        "+space=single",
+        "--config-dir",
+        "myconf",
+        "n_trials=3",
+        "supernet.epochs=1",
+        "profiler.runs=5",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="single-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
+    first, *rest = study.get_trials()
+    assert len(rest) == 2 and "reused_from" not in first.user_attrs
+    for t in rest:  # the only member, suggested again: figures reused, not measured again
+        assert t.user_attrs["reused_from"] == first.number and t.values == first.values
+
+
+def test_a_search_where_every_trial_fails_stops_with_a_message(tmp_path):
+    result = run_nas(
+        "search",
+        "+space=tiny",
+        "supernet.epochs=1",
+        "max_consecutive_failures=3",
+        "profiler.providers=[NoSuchExecutionProvider]",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "3 trials in a row failed" in result.stdout
+    study = optuna.load_study(study_name="tiny-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL] * 3
+    assert "NoSuchExecutionProvider" in study.trials[0].user_attrs["fail_reason"]

@@ -29,6 +29,12 @@ def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> F
         if not match:
             raise UserError(f"trial: no completed trial {trial} in study {study.study_name!r}")
         return match[0]
+    unit = done[0].user_attrs.get("latency", {}).get("unit", "ms")
+    if unit != "ms":
+        raise UserError(
+            f"latency_budget_ms: study {study.study_name!r} ranks by a proxy in {unit}, not by "
+            "measured latency; choose a trial with trial=N"
+        )
     within = [t for t in done if t.values[1] <= latency_budget_ms]
     if not within:
         fastest = min(done, key=lambda t: t.values[1])

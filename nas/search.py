@@ -45,6 +45,13 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed: expected an integer, got {cfg.seed!r}")
     check_storage_url(cfg.storage)
+    if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
+        raise UserError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device: {cfg.device!r} requested but torch sees no CUDA device")
     dataset = instantiate("dataset", cfg.dataset)
     try:
         data = dataset.load()

@@ -164,15 +164,17 @@ def train_supernet(
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
         _save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
 
+    order, order_epoch = None, -1
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("train", total=total, completed=step, loss=float("nan"))
         try:
             while step < total:
                 epoch, index = divmod(step, steps_per_epoch)
-                order = torch.randperm(
-                    len(images), generator=torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-                )
-                batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size].to(dev)
+                if epoch != order_epoch:  # the epoch's order depends only on (seed, epoch)
+                    seed = recipe.seed * 100_003 + epoch
+                    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+                    order, order_epoch = order.to(dev), epoch
+                batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size]
                 x = images[batch].float().div_(255)
                 y = labels[batch]
                 for group in optimizer.param_groups:
@@ -188,14 +190,15 @@ def train_supernet(
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                         if i == 0:
                             soft_targets = logits.detach().float().softmax(-1)
-                            first_loss = loss.item()
+                            first_loss = loss.detach()
                     else:
                         loss = F.cross_entropy(logits.float(), soft_targets)
                     loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 optimizer.step()
                 step += 1
-                bar.update(task, completed=step, loss=first_loss)
+                if step % 20 == 0 or step == total:  # .item() waits for the GPU: not every step
+                    bar.update(task, completed=step, loss=first_loss.item())
                 now = time.perf_counter()
                 if now - last_save > checkpoint_every_s and step < total:
                     save_partial()

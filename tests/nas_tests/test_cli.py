@@ -29,6 +29,7 @@ def assert_one_line_error(result, *fragments):
         (["+space=tiny", "storage=nosuchdb://x"], ["storage"]),
         (["+space=tiny", "storage=sqlite:///no/such/dir/x.db"], ["storage", "does not exist"]),
         (["space=tiny"], ["+space=NAME"]),
+        (["+space=tiny", "device=tpu"], ["device"]),
         ([], ["space", "+space=NAME", "tiny, vit"]),
     ],
 )

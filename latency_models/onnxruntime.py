@@ -33,6 +33,12 @@ class OnnxRuntimeProfiler:
         if threads < 1 or batch_size < 1 or warmup < 0 or runs < 1:
             raise ValueError("profiler: threads, batch_size and runs must be >= 1, warmup >= 0")
         self.threads, self.batch_size, self.warmup, self.runs = threads, batch_size, warmup, runs
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing:  # ORT would silently fall back to another provider: refuse instead
+            raise ValueError(f"profiler.providers: {missing} not available here; available: {available}")
         self.providers = list(providers)
 
     def settings(self) -> dict[str, Any]:

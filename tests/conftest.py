@@ -63,9 +63,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_nas(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_nas(
+    *args: str, cwd: Path, timeout: float = 300, extra_path: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run the real ``nas`` command in a subprocess."""
-    env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    path = str(REPO) if extra_path is None else f"{REPO}{os.pathsep}{extra_path}"
+    env = os.environ | {"PYTHONPATH": path, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "nas", *args],
         cwd=cwd,

@@ -30,6 +30,10 @@ def assert_one_line_error(result, *fragments):
         (["+space=tiny", "storage=sqlite:///no/such/dir/x.db"], ["storage", "does not exist"]),
         (["space=tiny"], ["+space=NAME"]),
         (["+space=tiny", "device=tpu"], ["device"]),
+        (
+            ["+space=tiny", "profiler.providers=[NoSuchExecutionProvider]"],
+            ["profiler.providers", "available"],
+        ),
         ([], ["space", "+space=NAME", "tiny, vit"]),
     ],
 )

@@ -111,18 +111,36 @@ def test_user_space_from_config_dir_and_repeated_architectures_are_not_re_evalua
         assert t.user_attrs["reused_from"] == first.number and t.values == first.values
 
 
+BROKEN_PROFILER = """\
+class Broken:
+    name, unit = "broken", "ms"
+
+    def settings(self):
+        return {}
+
+    def measure(self, arch, model=None):
+        raise RuntimeError("device lost")
+"""
+
+
 def test_a_search_where_every_trial_fails_stops_with_a_message(tmp_path):
+    (tmp_path / "broken_profiler.py").write_text(BROKEN_PROFILER)
+    (tmp_path / "myconf" / "profiler").mkdir(parents=True)
+    (tmp_path / "myconf" / "profiler" / "broken.yaml").write_text("_target_: broken_profiler.Broken\n")
     result = run_nas(
         "search",
         "+space=tiny",
         "supernet.epochs=1",
         "max_consecutive_failures=3",
-        "profiler.providers=[NoSuchExecutionProvider]",
+        "profiler=broken",
+        "--config-dir",
+        "myconf",
         cwd=tmp_path,
+        extra_path=tmp_path,
     )
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr
     assert "3 trials in a row failed" in result.stdout
     study = optuna.load_study(study_name="tiny-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
-    states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.FAIL] * 3
-    assert "NoSuchExecutionProvider" in study.trials[0].user_attrs["fail_reason"]
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL] * 3
+    assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: device lost"
+    assert "arch" in study.trials[0].user_attrs

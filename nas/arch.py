@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
-ATTENTIONS = ("linear", "softmax")
+ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "softmax")
 ACTIVATIONS = ("relu", "gelu")
 SCHEMA_VERSION = 1
 
@@ -132,7 +132,16 @@ class ArchConfig:
 
     def summary(self) -> str:
         """Short human-readable description, e.g. ``p4 d64 L3 [2h/2x/sm 4h/4x/lin ...] gelu``."""
-        short = {"softmax": "sm", "linear": "lin"}
+        short = {
+            "softmax": "sm",
+            "linear": "lin",
+            "slab": "slab",
+            "pool": "pool",
+            "local": "loc",
+            "gqa": "gqa",
+            "mqa": "mqa",
+            "none": "-",
+        }
         blocks = " ".join(
             f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short[layer.attention]}" for layer in self.layers
         )

@@ -26,22 +26,80 @@ def relu_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     return (q @ kv) / (normaliser + 1e-6)
 
 
+def attention_heads(kind: str, num_heads: int) -> tuple[int, int]:
+    """(query heads, key/value heads) of an attention kind with ``num_heads`` heads."""
+    if kind == "gqa":  # grouped-query attention: pairs of query heads share a K/V head
+        return num_heads, max(1, num_heads // 2)
+    if kind == "mqa":  # multi-query attention: one K/V head for all query heads
+        return num_heads, 1
+    return num_heads, num_heads
+
+
+def local_mask(grid: int, radius: int, device: torch.device | None = None) -> torch.Tensor:
+    """(N, N) bool: token i may attend to token j within ``radius`` rows and columns."""
+    idx = torch.arange(grid * grid, device=device)
+    rows, cols = idx // grid, idx % grid
+    near_rows = (rows[:, None] - rows[None, :]).abs() <= radius
+    return near_rows & ((cols[:, None] - cols[None, :]).abs() <= radius)
+
+
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, head_dim: int, kind: str) -> None:
+    """Attention token mixers sharing one layout: ``qkv`` rows are (q heads, k heads, v heads).
+
+    softmax: multi-head SDPA; gqa/mqa: fewer K/V heads, repeated for the query heads;
+    local: SDPA restricted to a (2r+1)^2 neighbourhood on the token grid; linear: ReLU-kernel
+    linear attention; slab: linear attention plus a depthwise 3x3 conv on V (SLAB).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, kind: str, grid: int) -> None:
         super().__init__()
-        self.num_heads, self.head_dim, self.kind = num_heads, head_dim, kind
-        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim)  # rows laid out (3, h, hd)
-        self.proj = nn.Linear(num_heads * head_dim, dim)
+        self.kind, self.head_dim, self.grid = kind, head_dim, grid
+        self.num_heads, self.num_kv_heads = attention_heads(kind, num_heads)
+        self.qkv = nn.Linear(dim, (self.num_heads + 2 * self.num_kv_heads) * head_dim)
+        self.proj = nn.Linear(self.num_heads * head_dim, dim)
+        if kind == "slab":
+            width = self.num_kv_heads * head_dim
+            self.dwc = nn.Conv2d(width, width, 3, padding=1, groups=width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, h, N, hd)
-        if self.kind == "softmax":
+        h, h_kv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.qkv(x).split([h * hd, h_kv * hd, h_kv * hd], dim=-1)
+        q = q.reshape(B, N, h, hd).transpose(1, 2)  # (B, h, N, hd)
+        k = k.reshape(B, N, h_kv, hd).transpose(1, 2)  # (B, h_kv, N, hd)
+        v = v.reshape(B, N, h_kv, hd).transpose(1, 2)
+        if h_kv != h:
+            k, v = k.repeat_interleave(h // h_kv, dim=1), v.repeat_interleave(h // h_kv, dim=1)
+        if self.kind in ("softmax", "gqa", "mqa"):
             out = F.scaled_dot_product_attention(q, k, v)
+        elif self.kind == "local":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=local_mask(self.grid, 1, x.device))
         else:
             out = relu_linear_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
+        out = out.transpose(1, 2).reshape(B, N, h * hd)
+        if self.kind == "slab":
+            grid_v = (
+                v.transpose(1, 2)
+                .reshape(B, N, h * hd)
+                .transpose(1, 2)
+                .reshape(B, h * hd, self.grid, self.grid)
+            )
+            out = out + self.dwc(grid_v).flatten(2).transpose(1, 2)
+        return self.proj(out)
+
+
+class Pooling(nn.Module):
+    """PoolFormer token mixer: 3x3 average pooling on the token grid, minus the input."""
+
+    def __init__(self, grid: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        grid = x.transpose(1, 2).reshape(B, D, self.grid, self.grid)
+        return (self.pool(grid) - grid).flatten(2).transpose(1, 2)
 
 
 class Mlp(nn.Module):
@@ -60,14 +118,20 @@ class Block(nn.Module):
 
     def __init__(self, arch: ArchConfig, layer: LayerConfig) -> None:
         super().__init__()
-        dim = arch.embed_dim
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, layer.num_heads, arch.head_dim, layer.attention)
+        dim, grid = arch.embed_dim, arch.image_size // arch.patch_size
+        self.has_mixer = layer.attention != "none"  # "none": the attention sublayer is skipped
+        if self.has_mixer:
+            self.norm1 = nn.LayerNorm(dim)
+            if layer.attention == "pool":
+                self.attn = Pooling(grid)
+            else:
+                self.attn = Attention(dim, layer.num_heads, arch.head_dim, layer.attention, grid)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, arch.mlp_hidden(layer), arch.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+        if self.has_mixer:
+            x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 

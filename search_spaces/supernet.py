@@ -20,14 +20,18 @@ from search_spaces.layers import VisionTransformer, init_weights
 
 
 class VitSupernet(nn.Module):
-    def __init__(self, largest: ArchConfig, patch_sizes: list[int]) -> None:
+    def __init__(
+        self, largest: ArchConfig, patch_sizes: list[int], attentions: tuple[str, ...] = ("softmax",)
+    ) -> None:
         super().__init__()
         self.largest = largest
         self.patch_sizes = sorted(patch_sizes)
         self.max_heads = max(layer.num_heads for layer in largest.layers)
         self.max_hidden = max(largest.mlp_hidden(layer) for layer in largest.layers)
-        # One uniform max-size block per layer so every member's layer i fits.
-        uniform = LayerConfig(self.max_heads, self.max_hidden / largest.embed_dim, "softmax")
+        # One uniform max-size block per layer so every member's layer i fits. Every attention
+        # kind's weights are a slice of softmax's (qkv, proj), except slab's extra depthwise conv.
+        kind = "slab" if "slab" in attentions else "softmax"
+        uniform = LayerConfig(self.max_heads, self.max_hidden / largest.embed_dim, kind)
         self.max_arch = dataclasses.replace(
             largest, layers=(uniform,) * largest.depth, patch_size=self.patch_sizes[0]
         )
@@ -48,7 +52,7 @@ class VitSupernet(nn.Module):
 
     @classmethod
     def from_space(cls, space) -> VitSupernet:
-        return cls(space.largest(), list(space.patch_size))
+        return cls(space.largest(), list(space.patch_size), tuple(space.attention))
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.body.mean.copy_(mean.view(-1, 1, 1))
@@ -98,7 +102,7 @@ class VitSupernet(nn.Module):
         shared["pos_embed"] = self.pos_embeds[p]
         state = {}
         for name, target in list(skeleton.named_parameters()) + list(skeleton.named_buffers()):
-            state[name] = _slice(name, shared[name], target.shape, arch.head_dim)
+            state[name] = _slice(skeleton, name, shared[name], target.shape)
         return state
 
     def forward(self, images: torch.Tensor, arch: ArchConfig) -> torch.Tensor:
@@ -113,10 +117,11 @@ class VitSupernet(nn.Module):
         return model.eval()
 
 
-def _slice(name: str, tensor: torch.Tensor, shape: torch.Size, head_dim: int) -> torch.Tensor:
-    if name.endswith("attn.qkv.weight"):  # rows (3, h, hd): keep the first h heads of q, k, v
-        width, dim = shape[0] // 3, shape[1]
-        return tensor.view(3, -1, tensor.shape[1])[:, :width, :dim].reshape(shape)
-    if name.endswith("attn.qkv.bias"):
-        return tensor.view(3, -1)[:, : shape[0] // 3].reshape(shape)
+def _slice(skeleton: nn.Module, name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    if ".attn.qkv." in name:  # rows (q, k, v) x max heads: keep each part's first heads
+        attn = skeleton.get_submodule(name.rsplit(".", 2)[0])
+        widths = [attn.num_heads * attn.head_dim] + [attn.num_kv_heads * attn.head_dim] * 2
+        parts = tensor.view(3, -1, *tensor.shape[1:])
+        cols = (slice(0, shape[1]),) if len(shape) == 2 else ()
+        return torch.cat([parts[i][(slice(0, w), *cols)] for i, w in enumerate(widths)])
     return tensor[tuple(slice(0, n) for n in shape)]

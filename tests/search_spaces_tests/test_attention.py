@@ -1,0 +1,92 @@
+"""Every attention variant: supernet vs extracted module, ONNX parity, structure."""
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from latency_models.onnxruntime import OnnxRuntimeProfiler
+from nas.arch import ATTENTIONS
+from nas.onnx_io import to_onnx
+from search_spaces.layers import Attention, Pooling, local_mask
+from search_spaces.supernet import VitSupernet
+from search_spaces.vit import VitSpace
+from tests.conftest import VIT
+
+
+@pytest.fixture(scope="module")
+def space():
+    return VitSpace(**(VIT | {"attention": list(ATTENTIONS), "depth": [1, 3]}))
+
+
+@pytest.fixture(scope="module")
+def supernet(space):
+    torch.manual_seed(0)
+    net = VitSupernet.from_space(space)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+def with_attention(arch, kind):
+    return dataclasses.replace(
+        arch, layers=tuple(dataclasses.replace(layer, attention=kind) for layer in arch.layers)
+    )
+
+
+@pytest.mark.parametrize("kind", ATTENTIONS)
+def test_variant_extracts_exactly_and_exports(space, supernet, kind):
+    images = torch.rand(3, 1, 28, 28)
+    rng = random.Random(ATTENTIONS.index(kind))
+    for arch in [with_attention(space.largest(), kind)] + [
+        with_attention(space.sample(rng), kind) for _ in range(3)
+    ]:
+        model = supernet.extract(arch)
+        with torch.no_grad():
+            expected = model(images)
+            torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
+        session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
+        (got,) = session.run(None, {"images": images.numpy()})
+        assert np.abs(got - expected.numpy()).max() < 1e-4
+
+
+def test_kv_heads_of_grouped_and_multi_query_attention():
+    gqa, mqa = Attention(64, 4, 16, "gqa", 7), Attention(64, 4, 16, "mqa", 7)
+    assert (gqa.num_heads, gqa.num_kv_heads) == (4, 2) and (mqa.num_heads, mqa.num_kv_heads) == (4, 1)
+    assert gqa.qkv.out_features == (4 + 2 * 2) * 16 and mqa.qkv.out_features == (4 + 2) * 16
+    # With identical K/V heads, GQA equals multi-head attention on repeated heads.
+    x = torch.rand(2, 49, 64)
+    assert gqa(x).shape == (2, 49, 64)
+
+
+def test_local_mask_is_a_3x3_neighbourhood():
+    mask = local_mask(4, 1)
+    assert mask.shape == (16, 16) and mask.diagonal().all()
+    assert mask[0].nonzero().flatten().tolist() == [0, 1, 4, 5]  # corner: itself and 3 neighbours
+    assert mask[5].sum() == 9  # interior: full 3x3
+
+
+def test_none_skips_the_mixer_and_pool_has_no_weights(space):
+    from search_spaces.layers import build_model
+
+    none = build_model(with_attention(space.smallest(), "none"))
+    assert not any("attn" in n or "norm1" in n for n, _ in none.named_parameters())
+    pool = build_model(with_attention(space.smallest(), "pool"))
+    assert isinstance(pool.blocks[0].attn, Pooling)
+    assert not any(".attn." in n for n, _ in pool.named_parameters())
+    # Pooling of a constant grid changes nothing (avg of equal values minus itself).
+    assert Pooling(7)(torch.ones(1, 49, 8)).abs().max() == 0
+
+
+def test_slab_adds_a_depthwise_conv_to_linear_attention(space, supernet):
+    arch = with_attention(space.largest(), "slab")
+    model = supernet.extract(arch)
+    dwc = model.blocks[0].attn.dwc
+    assert dwc.groups == dwc.in_channels == arch.layers[0].num_heads * arch.head_dim
+    linear = supernet.extract(with_attention(space.largest(), "linear"))
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), linear(x))  # the conv contributes

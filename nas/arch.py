@@ -16,6 +16,27 @@ from typing import Any
 # Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
 ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "softmax")
 ACTIVATIONS = ("relu", "gelu")
+# Weight sparsity patterns of the MLP's SparseLinear layers (see search_spaces.sparse), cheapest first.
+PATTERNS = ("structured", "block", "unstructured", "4:8", "2:4", "dense")
+BLOCK_SIZE = 4  # block pattern: 4x4 blocks
+
+
+def pattern_n_m(pattern: str) -> tuple[int, int] | None:
+    """(N, M) of an N:M pattern such as "2:4", else None."""
+    if ":" in pattern:
+        n, m = pattern.split(":")
+        return int(n), int(m)
+    return None
+
+
+def pattern_level(pattern: str) -> float | None:
+    """The sparsity a dense or N:M pattern implies; None where the level is a free choice."""
+    if pattern == "dense":
+        return 0.0
+    nm = pattern_n_m(pattern)
+    return 1 - nm[0] / nm[1] if nm else None
+
+
 SCHEMA_VERSION = 1
 
 
@@ -30,8 +51,17 @@ class LayerConfig:
     num_heads: int  # attention heads; attention width = num_heads * head_dim
     mlp_ratio: float  # MLP hidden width = int(embed_dim * mlp_ratio)
     attention: str = "softmax"  # one of ATTENTIONS
+    mlp_pattern: str = "dense"  # weight sparsity pattern of fc1 and fc2, one of PATTERNS
+    mlp_sparsity: float = 0.0  # share of weights (or hidden units, if structured) removed
 
     def __post_init__(self) -> None:
+        if self.mlp_pattern not in PATTERNS:
+            raise ArchError(f"mlp_pattern must be one of {PATTERNS}, got {self.mlp_pattern!r}")
+        implied = pattern_level(self.mlp_pattern)
+        if implied is not None and abs(self.mlp_sparsity - implied) > 1e-9:
+            raise ArchError(f"mlp_pattern {self.mlp_pattern} implies mlp_sparsity {implied}")
+        if implied is None and not 0 < self.mlp_sparsity < 1:
+            raise ArchError(f"mlp_sparsity must be in (0, 1) for {self.mlp_pattern}, got {self.mlp_sparsity}")
         if not isinstance(self.num_heads, int) or self.num_heads < 1:
             raise ArchError(f"num_heads must be a positive int, got {self.num_heads!r}")
         if not self.mlp_ratio > 0:
@@ -73,6 +103,14 @@ class ArchConfig:
             raise ArchError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not layers:
             raise ArchError("an architecture needs at least one layer")
+        for layer in layers:
+            hidden, nm = self.mlp_hidden(layer), pattern_n_m(layer.mlp_pattern)
+            group = nm[1] if nm else BLOCK_SIZE if layer.mlp_pattern == "block" else 1
+            if self.embed_dim % group or hidden % group:
+                raise ArchError(
+                    f"mlp_pattern {layer.mlp_pattern} needs embed_dim ({self.embed_dim}) and MLP "
+                    f"hidden width ({hidden}) divisible by {group}"
+                )
         if self.schema_version != SCHEMA_VERSION:
             raise ArchError(f"unsupported schema_version {self.schema_version}")
 
@@ -86,7 +124,15 @@ class ArchConfig:
         return (self.image_size // self.patch_size) ** 2
 
     def mlp_hidden(self, layer: LayerConfig) -> int:
+        """MLP hidden width before structured pruning (what the supernet slices)."""
         return int(self.embed_dim * layer.mlp_ratio)
+
+    def mlp_kept(self, layer: LayerConfig) -> int:
+        """MLP hidden units that remain: fewer only under structured sparsity."""
+        hidden = self.mlp_hidden(layer)
+        if layer.mlp_pattern != "structured":
+            return hidden
+        return max(1, round(hidden * (1 - layer.mlp_sparsity)))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -127,6 +173,7 @@ class ArchConfig:
         canonical = json.loads(self.to_json())
         for layer in canonical["layers"]:
             layer["mlp_ratio"] = float(layer["mlp_ratio"])
+            layer["mlp_sparsity"] = float(layer["mlp_sparsity"])
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(text.encode()).hexdigest()
 
@@ -142,7 +189,16 @@ class ArchConfig:
             "mqa": "mqa",
             "none": "-",
         }
+
+        def sparsity(layer: LayerConfig) -> str:
+            if layer.mlp_pattern == "dense":
+                return ""
+            if pattern_n_m(layer.mlp_pattern):
+                return f"/{layer.mlp_pattern}"
+            return f"/{layer.mlp_pattern[:2]}{round(layer.mlp_sparsity * 100)}"
+
         blocks = " ".join(
-            f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short[layer.attention]}" for layer in self.layers
+            f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short[layer.attention]}{sparsity(layer)}"
+            for layer in self.layers
         )
         return f"p{self.patch_size} d{self.embed_dim} L{self.depth} [{blocks}] {self.activation}"

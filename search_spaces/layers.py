@@ -127,7 +127,7 @@ class Block(nn.Module):
             else:
                 self.attn = Attention(dim, layer.num_heads, arch.head_dim, layer.attention, grid)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, arch.mlp_hidden(layer), arch.activation)
+        self.mlp = Mlp(dim, arch.mlp_kept(layer), arch.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_mixer:

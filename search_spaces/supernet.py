@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 from nas.arch import ArchConfig, LayerConfig
 from search_spaces.layers import VisionTransformer, init_weights
+from search_spaces.sparse import sparsify_mlp
 
 
 class VitSupernet(nn.Module):
@@ -102,7 +103,24 @@ class VitSupernet(nn.Module):
         shared["pos_embed"] = self.pos_embeds[p]
         state = {}
         for name, target in list(skeleton.named_parameters()) + list(skeleton.named_buffers()):
-            state[name] = _slice(skeleton, name, shared[name], target.shape)
+            if ".mlp.fc" not in name:
+                state[name] = _slice(skeleton, name, shared[name], target.shape)
+        dim = arch.embed_dim
+        for i, layer in enumerate(arch.layers):  # SparseLinear MLPs: slice, then apply the pattern
+            p, hidden = f"blocks.{i}.mlp.", arch.mlp_hidden(layer)
+            fc1_w, fc1_b, fc2_w = sparsify_mlp(
+                shared[p + "fc1.weight"][:hidden, :dim],
+                shared[p + "fc1.bias"][:hidden],
+                shared[p + "fc2.weight"][:dim, :hidden],
+                layer.mlp_pattern,
+                layer.mlp_sparsity,
+            )
+            state |= {
+                p + "fc1.weight": fc1_w,
+                p + "fc1.bias": fc1_b,
+                p + "fc2.weight": fc2_w,
+                p + "fc2.bias": shared[p + "fc2.bias"][:dim],
+            }
         return state
 
     def forward(self, images: torch.Tensor, arch: ArchConfig) -> torch.Tensor:

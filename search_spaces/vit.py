@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nas.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
+from nas.arch import (
+    ACTIVATIONS,
+    ATTENTIONS,
+    BLOCK_SIZE,
+    PATTERNS,
+    ArchConfig,
+    LayerConfig,
+    pattern_level,
+    pattern_n_m,
+)
 from search_spaces.base import SearchSpace, Suggester
 
 
@@ -47,6 +56,8 @@ class VitSpace(SearchSpace):
         mlp_ratio: Sequence[float],
         attention: Sequence[str],
         activation: Sequence[str],
+        mlp_pattern: Sequence[str] = ("dense",),
+        mlp_sparsity: Sequence[float] = (0.5, 0.75, 0.9),
     ) -> None:
         self.name = name
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
@@ -69,6 +80,21 @@ class VitSpace(SearchSpace):
         self.mlp_ratio = sorted(float(v) for v in _check_choices("mlp_ratio", mlp_ratio))
         self.attention = sorted(_check_choices("attention", attention, ATTENTIONS), key=ATTENTIONS.index)
         self.activation = sorted(_check_choices("activation", activation, ACTIVATIONS), key=ACTIVATIONS.index)
+        self.mlp_pattern = sorted(_check_choices("mlp_pattern", mlp_pattern, PATTERNS), key=PATTERNS.index)
+        levels = _check_choices("mlp_sparsity", mlp_sparsity)
+        if not all(0 < level < 1 for level in levels):
+            raise SpaceError(f"space.mlp_sparsity: levels must be in (0, 1), got {levels}")
+        self.mlp_sparsity = sorted((float(v) for v in levels), reverse=True)  # sparsest = cheapest
+        for pattern in self.mlp_pattern:  # N:M and block need widths that split into groups
+            nm = pattern_n_m(pattern)
+            group = nm[1] if nm else BLOCK_SIZE if pattern == "block" else 1
+            widths = set(self.embed_dim) | {int(d * r) for d in self.embed_dim for r in self.mlp_ratio}
+            bad = sorted(w for w in widths if w % group)
+            if bad:
+                raise SpaceError(
+                    f"space.mlp_pattern: {pattern} needs widths divisible by {group}; "
+                    f"embed_dim x mlp_ratio gives {bad}"
+                )
 
     def build(self, s: Suggester) -> ArchConfig:
         patch_size = s.categorical("patch_size", self.patch_size)
@@ -80,6 +106,7 @@ class VitSpace(SearchSpace):
                 num_heads=s.categorical(f"layer{i}.num_heads", self.num_heads),
                 mlp_ratio=s.categorical(f"layer{i}.mlp_ratio", self.mlp_ratio),
                 attention=s.categorical(f"layer{i}.attention", self.attention),
+                **self._sparsity(s, i),
             )
             for i in range(depth)
         )
@@ -95,6 +122,17 @@ class VitSpace(SearchSpace):
             space=self.name,
         )
 
+    def _sparsity(self, s: Suggester, i: int) -> dict:
+        """Pattern first; the level is asked only where the pattern leaves it free."""
+        pattern = s.categorical(f"layer{i}.mlp_pattern", self.mlp_pattern)
+        level = pattern_level(pattern)
+        if level is None:
+            level = s.categorical(f"layer{i}.mlp_sparsity", self.mlp_sparsity)
+        return {"mlp_pattern": pattern, "mlp_sparsity": level}
+
+    def _sparsity_options(self) -> int:
+        return sum(1 if pattern_level(p) is not None else len(self.mlp_sparsity) for p in self.mlp_pattern)
+
     def axes(self) -> dict[str, str]:
         return {
             "patch_size": str(self.patch_size),
@@ -104,9 +142,11 @@ class VitSpace(SearchSpace):
             "layer<i>.mlp_ratio": str(self.mlp_ratio),
             "layer<i>.attention": str(self.attention),
             "activation": str(self.activation),
+            "layer<i>.mlp_pattern": str(self.mlp_pattern),
+            "layer<i>.mlp_sparsity": f"{self.mlp_sparsity} (unstructured, block, structured)",
         }
 
     def size(self) -> int:
-        per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention)
+        per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention) * self._sparsity_options()
         fixed = len(self.patch_size) * len(self.embed_dim) * len(self.activation)
         return fixed * sum(per_layer**d for d in range(self.min_depth, self.max_depth + 1))

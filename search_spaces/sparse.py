@@ -1,0 +1,100 @@
+"""Weight sparsity for SparseLinear layers (as in DASS): masks, straight-through training, extraction.
+
+Patterns (per layer, searchable):
+  dense         no sparsity
+  unstructured  keep the largest-magnitude (1 - level) share of weights
+  2:4, 4:8      N:M -- in every group of M consecutive input weights keep the N largest (level N/M)
+  block         keep the (1 - level) share of 4x4 blocks with the largest L2 norm
+  structured    remove whole hidden units (rows of fc1, columns of fc2) by L2 importance:
+                extraction gives physically smaller dense layers
+
+Masks are recomputed from the current weights at every forward pass, so the supernet trains with
+them active. Gradients reach the pruned weights through a straight-through estimator; for N:M
+the SR-STE term decays pruned weights (Zhou et al., 2021, "Learning N:M fine-grained structured
+sparse neural networks from scratch").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nas.arch import BLOCK_SIZE as BLOCK
+from nas.arch import pattern_n_m as n_m
+
+SR_STE_DECAY = 2e-4
+
+
+def kept(count: int, level: float) -> int:
+    """How many of ``count`` items a sparsity ``level`` keeps (at least one)."""
+    return max(1, round(count * (1 - level)))
+
+
+@torch.no_grad()
+def mask_for(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor:
+    """Boolean mask (True = kept) of a 2-D weight (out, in) for an element/block pattern."""
+    out_features, in_features = weight.shape
+    magnitude = weight.detach().abs().float()
+    if pattern == "unstructured":
+        keep = kept(weight.numel(), level)
+        threshold_index = magnitude.flatten().topk(keep).indices
+        mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+        mask[threshold_index] = True
+        return mask.view_as(weight)
+    if n_m(pattern):
+        n, m = n_m(pattern)
+        groups = magnitude.view(out_features, in_features // m, m)  # (out, in/M, M)
+        top = groups.topk(n, dim=-1).indices
+        mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
+        return mask.view_as(weight)
+    if pattern == "block":
+        blocks = magnitude.view(out_features // BLOCK, BLOCK, in_features // BLOCK, BLOCK)
+        norms = blocks.pow(2).sum(dim=(1, 3)).flatten()  # (out/B * in/B,)
+        keep = norms.topk(kept(norms.numel(), level)).indices
+        block_mask = torch.zeros_like(norms, dtype=torch.bool)
+        block_mask[keep] = True
+        block_mask = block_mask.view(out_features // BLOCK, 1, in_features // BLOCK, 1)
+        return block_mask.expand(-1, BLOCK, -1, BLOCK).reshape(out_features, in_features)
+    raise ValueError(f"no element mask for pattern {pattern!r}")
+
+
+class _MaskedWeight(torch.autograd.Function):
+    """Forward: weight * mask. Backward: straight through, plus decay * pruned weights (SR-STE)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:
+        ctx.save_for_backward(weight, mask)
+        ctx.decay = decay
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, mask = ctx.saved_tensors
+        if ctx.decay:
+            grad = grad + ctx.decay * (~mask) * weight
+        return grad, None, None
+
+
+def apply_mask(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor:
+    mask = mask_for(weight, pattern, level)
+    decay = SR_STE_DECAY if n_m(pattern) else 0.0
+    if not torch.is_grad_enabled() or not weight.requires_grad:
+        return weight * mask
+    return _MaskedWeight.apply(weight, mask, decay)
+
+
+def sparsify_mlp(
+    fc1_weight: torch.Tensor,  # (hidden, dim)
+    fc1_bias: torch.Tensor,  # (hidden,)
+    fc2_weight: torch.Tensor,  # (dim, hidden)
+    pattern: str,
+    level: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MLP's weights under the pattern: masked, or (structured) the important units only."""
+    if pattern == "dense":
+        return fc1_weight, fc1_bias, fc2_weight
+    if pattern == "structured":
+        with torch.no_grad():
+            importance = fc1_weight.float().norm(dim=1) * fc2_weight.float().norm(dim=0)
+            units = importance.topk(kept(len(importance), level)).indices.sort().values
+        return fc1_weight[units], fc1_bias[units], fc2_weight[:, units]
+    return apply_mask(fc1_weight, pattern, level), fc1_bias, apply_mask(fc2_weight, pattern, level)

@@ -112,6 +112,16 @@ class RecordingSuggester:
         return self.params[name]
 
 
+def choose(s: Suggester, name: str, choices: Sequence[Choice]) -> Choice:
+    """Ask ``s`` only when there is a choice: fixed axes do not become study params."""
+    choices = list(choices)
+    return choices[0] if len(choices) == 1 else s.categorical(name, choices)
+
+
+def choose_int(s: Suggester, name: str, low: int, high: int) -> int:
+    return low if low == high else s.integer(name, low, high)
+
+
 class SearchSpace(abc.ABC):
     """A family of architectures defined by one ``build`` method.
 

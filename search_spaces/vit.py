@@ -19,7 +19,7 @@ from nas.arch import (
     pattern_level,
     pattern_n_m,
 )
-from search_spaces.base import SearchSpace, Suggester
+from search_spaces.base import SearchSpace, Suggester, choose, choose_int
 
 
 class SpaceError(ValueError):
@@ -97,15 +97,15 @@ class VitSpace(SearchSpace):
                 )
 
     def build(self, s: Suggester) -> ArchConfig:
-        patch_size = s.categorical("patch_size", self.patch_size)
-        embed_dim = s.categorical("embed_dim", self.embed_dim)
-        activation = s.categorical("activation", self.activation)
-        depth = s.integer("depth", self.min_depth, self.max_depth)
+        patch_size = choose(s, "patch_size", self.patch_size)
+        embed_dim = choose(s, "embed_dim", self.embed_dim)
+        activation = choose(s, "activation", self.activation)
+        depth = choose_int(s, "depth", self.min_depth, self.max_depth)
         layers = tuple(
             LayerConfig(
-                num_heads=s.categorical(f"layer{i}.num_heads", self.num_heads),
-                mlp_ratio=s.categorical(f"layer{i}.mlp_ratio", self.mlp_ratio),
-                attention=s.categorical(f"layer{i}.attention", self.attention),
+                num_heads=choose(s, f"layer{i}.num_heads", self.num_heads),
+                mlp_ratio=choose(s, f"layer{i}.mlp_ratio", self.mlp_ratio),
+                attention=choose(s, f"layer{i}.attention", self.attention),
                 **self._sparsity(s, i),
             )
             for i in range(depth)
@@ -124,10 +124,10 @@ class VitSpace(SearchSpace):
 
     def _sparsity(self, s: Suggester, i: int) -> dict:
         """Pattern first; the level is asked only where the pattern leaves it free."""
-        pattern = s.categorical(f"layer{i}.mlp_pattern", self.mlp_pattern)
+        pattern = choose(s, f"layer{i}.mlp_pattern", self.mlp_pattern)
         level = pattern_level(pattern)
         if level is None:
-            level = s.categorical(f"layer{i}.mlp_sparsity", self.mlp_sparsity)
+            level = choose(s, f"layer{i}.mlp_sparsity", self.mlp_sparsity)
         return {"mlp_pattern": pattern, "mlp_sparsity": level}
 
     def _sparsity_options(self) -> int:

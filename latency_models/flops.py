@@ -30,6 +30,11 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_nonzero_params(model: torch.nn.Module) -> int:
+    """Parameters that are not exactly zero (sparse layers keep their zeros densely)."""
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
 @register_profiler("flops")
 class FlopsProfiler:
     """``metric=flops`` gives MFLOPs per forward pass; ``metric=params`` gives M parameters."""

@@ -17,7 +17,7 @@ TOLERANCE = 1e-4
 
 
 def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> FrozenTrial:
-    from nas.study import completed
+    from nas.study import completed, latency, top1
 
     done = completed(study)
     if not done:
@@ -35,14 +35,14 @@ def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> F
             f"latency_budget_ms: study {study.study_name!r} ranks by a proxy in {unit}, not by "
             "measured latency; choose a trial with trial=N"
         )
-    within = [t for t in done if t.values[1] <= latency_budget_ms]
+    within = [t for t in done if latency(t) <= latency_budget_ms]
     if not within:
-        fastest = min(done, key=lambda t: t.values[1])
+        fastest = min(done, key=latency)
         raise UserError(
             f"latency_budget_ms: no trial is within {latency_budget_ms} ms; the fastest is trial "
-            f"{fastest.number} at {fastest.values[1]:.4g} ms (top-1 {fastest.values[0]:.2f} %)"
+            f"{fastest.number} at {latency(fastest):.4g} ms (top-1 {top1(fastest):.2f} %)"
         )
-    return max(within, key=lambda t: (t.values[0], -t.values[1]))
+    return max(within, key=lambda t: (top1(t), -latency(t)))
 
 
 def run_export(cfg, console) -> int:
@@ -50,7 +50,7 @@ def run_export(cfg, console) -> int:
 
     from latency_models.onnxruntime import OnnxRuntimeProfiler
     from nas.onnx_io import to_onnx
-    from nas.study import STUDY_ATTR, load_existing_study, open_storage, trial_arch
+    from nas.study import STUDY_ATTR, latency, load_existing_study, open_storage, top1, trial_arch
     from search_spaces.supernet import VitSupernet
 
     study = load_existing_study(open_storage(cfg.storage), cfg.study_name)
@@ -90,7 +90,7 @@ def run_export(cfg, console) -> int:
         max_diff = float(np.abs(got - expected).max())
         header = (
             f"# nas export of study {study.study_name!r}, trial {chosen.number}: "
-            f"validation top-1 {chosen.values[0]:.2f} %, latency {chosen.values[1]:.4g} "
+            f"validation top-1 {top1(chosen):.2f} %, latency {latency(chosen):.4g} "
             f"{chosen.user_attrs['latency']['unit']} ({chosen.user_attrs['profiler']['name']})\n"
             "# input 'images': float32 (batch, C, H, W) in [0, 1]; output 'logits'\n"
         )
@@ -106,8 +106,8 @@ def run_export(cfg, console) -> int:
         if staging.exists():
             shutil.rmtree(staging)
     console.print(
-        f"Exported trial {chosen.number} ({arch.summary()}; top-1 {chosen.values[0]:.2f} %, "
-        f"{chosen.values[1]:.4g} {chosen.user_attrs['latency']['unit']}) to {out_dir}/model.onnx "
+        f"Exported trial {chosen.number} ({arch.summary()}; top-1 {top1(chosen):.2f} %, "
+        f"{latency(chosen):.4g} {chosen.user_attrs['latency']['unit']}) to {out_dir}/model.onnx "
         f"and arch.yaml; onnx.checker passed; ONNX Runtime vs torch max abs diff {max_diff:.2e}"
     )
     return 0

@@ -30,6 +30,7 @@ class Setup:
     recipe: Any  # Recipe
     profiler: Any  # LatencyProfiler
     study_name: str
+    objectives: list[str]
     identity: dict[str, Any]  # what the study's figures are valid for
 
 
@@ -65,6 +66,12 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         in_channels=data.in_channels,
         num_classes=data.num_classes,
     )
+    from nas.study import OBJECTIVES
+
+    objectives = list(cfg.objectives)
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives or len(set(objectives)) != len(objectives):
+        raise UserError(f"objectives: {objectives} must be distinct names from: {', '.join(OBJECTIVES)}")
     profiler = instantiate("profiler", cfg.profiler)
     recipe = instantiate("supernet", cfg.supernet)
     split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
@@ -78,6 +85,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         "data_fingerprint": data.fingerprint(),
         "split": split,
         "supernet_key": supernet_key(space_config, data, split, recipe),
+        "objectives": objectives,
         "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
         "hardware": fingerprint_id() if profiler.unit == "ms" else "any",
         "hardware_info": fingerprint(),
@@ -86,7 +94,18 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     # Validate the sampler config now too (instantiated for real once the study is open).
     instantiate("sampler", cfg.sampler, seed=cfg.seed)
     return Setup(
-        cfg, space, space_config, data, train_idx, val_idx, split, recipe, profiler, study_name, identity
+        cfg,
+        space,
+        space_config,
+        data,
+        train_idx,
+        val_idx,
+        split,
+        recipe,
+        profiler,
+        study_name,
+        objectives,
+        identity,
     )
 
 
@@ -111,7 +130,7 @@ def run_search(setup: Setup, console) -> int:
     from optuna.trial import TrialState
 
     from nas.study import (
-        DIRECTIONS,
+        OBJECTIVES,
         STUDY_ATTR,
         completed,
         open_storage,
@@ -124,7 +143,10 @@ def run_search(setup: Setup, console) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(cfg.storage)
     study = optuna.create_study(
-        study_name=setup.study_name, storage=storage, directions=DIRECTIONS, load_if_exists=True
+        study_name=setup.study_name,
+        storage=storage,
+        directions=[OBJECTIVES[o] for o in setup.objectives],
+        load_if_exists=True,
     )
     _check_identity(study, setup.identity)
     done = completed(study)
@@ -196,8 +218,8 @@ def run_search(setup: Setup, console) -> int:
             bar.update(
                 task,
                 completed=len(completed(study)),
-                last=f"#{trial.number} top-1 {trial.values[0]:.1f} % "
-                f"{trial.values[1]:.3g} {setup.profiler.unit}",
+                last=f"#{trial.number} top-1 {trial.user_attrs['top1']:.1f} % "
+                f"{trial.user_attrs['latency']['median']:.3g} {setup.profiler.unit}",
             )
 
     with Progress(*columns, console=console, disable=not cfg.progress) as bar:
@@ -233,9 +255,10 @@ class Objective:
         # Architectures already scored in this study: a repeat suggestion reuses the figures.
         self.seen = {t.user_attrs["arch_key"]: t for t in completed(study) if "arch_key" in t.user_attrs}
 
-    def __call__(self, trial) -> tuple[float, float]:
-        from latency_models.flops import count_flops, count_params
+    def __call__(self, trial) -> tuple[float, ...]:
+        from latency_models.flops import count_flops, count_nonzero_params, count_params
         from nas.hardware import fingerprint
+        from nas.study import objective_value
         from nas.train import evaluate
 
         arch = self.setup.space.suggest(trial)
@@ -265,6 +288,7 @@ class Objective:
             "summary": arch.summary(),
             "top1": top1,
             "params": count_params(model),
+            "nonzero_params": count_nonzero_params(model),
             "flops": flops,
             "macs": flops // 2,
             "latency": latency.to_dict(),
@@ -278,12 +302,13 @@ class Objective:
         if not (top1 == top1 and latency.median == latency.median):  # NaN
             trial.set_user_attr("fail_reason", "NaN score or latency")
             raise ValueError("NaN score or latency")
-        self.seen[key] = _Done(attrs, (top1, latency.median), trial.number)
-        return top1, latency.median
+        values = tuple(objective_value(attrs, name) for name in self.setup.objectives)
+        self.seen[key] = _Done(attrs, values, trial.number)
+        return values
 
 
 @dataclasses.dataclass
 class _Done:
     user_attrs: dict[str, Any]
-    values: tuple[float, float]
+    values: tuple[float, ...]
     number: int

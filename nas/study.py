@@ -14,7 +14,32 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.arch import ArchConfig
 from nas.errors import UserError
 
-DIRECTIONS = ["maximize", "minimize"]  # validation top-1 (%), latency
+# Objectives a study can optimise: name -> (direction, how to read it from a trial's user attrs).
+OBJECTIVES = {
+    "accuracy": "maximize",  # validation top-1 (%) with inherited weights
+    "latency": "minimize",  # the profiler's median (ms, or the proxy's unit)
+    "nonzero_params": "minimize",  # parameters that are not zero (DASS's sparsity-aware objective)
+    "params": "minimize",
+    "flops": "minimize",
+}
+
+
+def objective_value(attrs: dict[str, Any], name: str) -> float:
+    if name == "accuracy":
+        return attrs["top1"]
+    if name == "latency":
+        return attrs["latency"]["median"]
+    return float(attrs[name])
+
+
+def top1(trial: FrozenTrial) -> float:
+    return trial.user_attrs["top1"]
+
+
+def latency(trial: FrozenTrial) -> float:
+    return trial.user_attrs["latency"]["median"]
+
+
 STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
 
 
@@ -80,15 +105,16 @@ def trial_arch(trial: FrozenTrial) -> ArchConfig:
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     rows = []
-    for t in sorted(study.best_trials, key=lambda t: t.values[1]):
+    for t in sorted(study.best_trials, key=latency):
         rows.append(
             {
                 "trial": t.number,
-                "top1": round(t.values[0], 2),
-                "latency": round(t.values[1], 4),
+                "top1": round(top1(t), 2),
+                "latency": round(latency(t), 4),
                 "unit": t.user_attrs["latency"]["unit"],
                 "latency_p90": round(t.user_attrs["latency"]["p90"], 4),
                 "params": t.user_attrs["params"],
+                "nonzero_params": t.user_attrs["nonzero_params"],
                 "mflops": round(t.user_attrs["flops"] / 1e6, 2),
                 "arch": t.user_attrs["summary"],
                 "arch_key": t.user_attrs["arch_key"],
@@ -103,7 +129,7 @@ def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
     rows = pareto_rows(study)
     unit = rows[0]["unit"] if rows else "ms"
     table = Table(title=f"Pareto front of {study.study_name} ({len(rows)} of {len(completed(study))} trials)")
-    for column in ("trial", "top-1 %", f"latency {unit}", "params", "MFLOPs", "architecture"):
+    for column in ("trial", "top-1 %", f"latency {unit}", "params", "nonzero", "MFLOPs", "architecture"):
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for r in rows:
         table.add_row(
@@ -111,6 +137,7 @@ def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
             f"{r['top1']:.2f}",
             f"{r['latency']:.4g}",
             f"{r['params']:,}",
+            f"{r['nonzero_params']:,}",
             f"{r['mflops']:.2f}",
             r["arch"],
         )
@@ -118,7 +145,9 @@ def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def write_pareto_files(study: optuna.Study, rows: list[dict[str, Any]], folder: Path) -> tuple[Path, Path]:
+def write_pareto_files(
+    study: optuna.Study, rows: list[dict[str, Any]], folder: Path
+) -> tuple[Path, Path | None]:
     """``<study>_pareto.csv`` and ``<study>_pareto.png`` in ``folder`` (written atomically)."""
     import matplotlib
 
@@ -134,9 +163,13 @@ def write_pareto_files(study: optuna.Study, rows: list[dict[str, Any]], folder: 
         writer.writerows(rows)
     os.replace(tmp, csv_path)
     unit = rows[0]["unit"] if rows else "ms"
+    names = {"accuracy": "validation top-1 (%)", "latency": f"latency ({unit})", "flops": "FLOPs"}
+    objectives = study.user_attrs.get(STUDY_ATTR, {}).get("objectives", ["accuracy", "latency"])
+    if len(objectives) > 3:  # optuna plots 2 or 3 objectives
+        return csv_path, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
-        ax = plot_pareto_front(study, target_names=["validation top-1 (%)", f"latency ({unit})"])
+        ax = plot_pareto_front(study, target_names=[names.get(o, o.replace("_", " ")) for o in objectives])
         ax.set_title(f"Pareto front of {study.study_name}")
         ax.figure.set_size_inches(8, 5.5)
         ax.figure.tight_layout()

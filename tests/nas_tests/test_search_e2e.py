@@ -144,3 +144,48 @@ def test_a_search_where_every_trial_fails_stops_with_a_message(tmp_path):
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL] * 3
     assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: device lost"
     assert "arch" in study.trials[0].user_attrs
+
+
+SPARSE_TINY = """\
+_target_: search_spaces.vit.VitSpace
+name: sparse_tiny
+patch_size: [7]
+embed_dim: [16, 24]
+depth: [1, 2]
+head_dim: 8
+num_heads: [1, 2]
+mlp_ratio: [2]
+attention: [linear, softmax, pool]
+activation: [relu]
+mlp_pattern: [dense, "2:4", unstructured, structured]
+mlp_sparsity: [0.5, 0.75]
+"""
+
+
+def test_sparsity_aware_three_objective_search(tmp_path):
+    (tmp_path / "conf" / "space").mkdir(parents=True)
+    (tmp_path / "conf" / "space" / "sparse_tiny.yaml").write_text(SPARSE_TINY)
+    result = run_nas(
+        "search",
+        "+space=sparse_tiny",
+        "--config-dir",
+        "conf",
+        "n_trials=12",
+        "supernet.epochs=1",
+        "objectives=[accuracy,latency,nonzero_params]",
+        "profiler.runs=5",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(
+        study_name="sparse_tiny-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db"
+    )
+    assert len(study.directions) == 3
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 12
+    for t in trials:
+        assert t.values[2] == t.user_attrs["nonzero_params"] <= t.user_attrs["params"]
+        layers = t.user_attrs["arch"]["layers"]
+        if any(layer["mlp_pattern"] in ("2:4", "unstructured") for layer in layers):
+            assert t.user_attrs["nonzero_params"] < t.user_attrs["params"]
+    assert (tmp_path / "sparse_tiny-fashion_mnist_6k_pareto.png").exists()

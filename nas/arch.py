@@ -15,7 +15,8 @@ from typing import Any
 
 # Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
 ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "softmax")
-ACTIVATIONS = ("relu", "gelu")
+# topk10 / topk25: ReLU keeping only the 10 % / 25 % largest hidden activations per token.
+ACTIVATIONS = ("topk10", "topk25", "relu", "gelu")
 # Weight sparsity patterns of the MLP's SparseLinear layers (see search_spaces.sparse), cheapest first.
 PATTERNS = ("structured", "block", "unstructured", "4:8", "2:4", "dense")
 BLOCK_SIZE = 4  # block pattern: 4x4 blocks

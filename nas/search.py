@@ -259,7 +259,7 @@ class Objective:
         from latency_models.flops import count_flops, count_nonzero_params, count_params
         from nas.hardware import fingerprint
         from nas.study import objective_value
-        from nas.train import evaluate
+        from nas.train import activation_sparsity, evaluate
 
         arch = self.setup.space.suggest(trial)
         key = arch.key()
@@ -289,6 +289,7 @@ class Objective:
             "top1": top1,
             "params": count_params(model),
             "nonzero_params": count_nonzero_params(model),
+            "activation_sparsity": round(activation_sparsity(model, self.val_images), 4),
             "flops": flops,
             "macs": flops // 2,
             "latency": latency.to_dict(),

@@ -76,6 +76,27 @@ class TrainedSupernet:
 
 
 @torch.no_grad()
+def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> float:
+    """Share of exactly-zero MLP hidden activations of a static model on ``images``."""
+    zeros, total = 0, 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal zeros, total
+        zeros += int((output == 0).sum())
+        total += output.numel()
+
+    from search_spaces.layers import Mlp
+
+    hooks = [m.act.register_forward_hook(count) for m in model.modules() if isinstance(m, Mlp)]
+    try:
+        model(images[:batch_size].float().div(255))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return zeros / total if total else 0.0
+
+
+@torch.no_grad()
 def evaluate(
     net: VitSupernet | torch.nn.Module,
     arch: ArchConfig | None,

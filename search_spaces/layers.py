@@ -11,7 +11,24 @@ from torch import nn
 
 from nas.arch import ArchConfig, LayerConfig
 
-ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+class TopKReLU(nn.Module):
+    """ReLU that keeps only the ``fraction`` largest activations of each token (top-k activation
+    sparsity, as in "The Lazy Neuron Phenomenon", Li et al. 2023)."""
+
+    def __init__(self, fraction: float, features: int) -> None:
+        super().__init__()
+        self.k = max(1, round(features * fraction))  # a constant, so the ONNX graph is static
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        threshold = x.topk(self.k, dim=-1).values[..., -1:]  # (..., 1) the k-th largest
+        return F.relu(x) * (x >= threshold)
+
+
+def make_activation(name: str, features: int) -> nn.Module:
+    if name.startswith("topk"):
+        return TopKReLU(int(name[4:]) / 100, features)
+    return {"gelu": nn.GELU, "relu": nn.ReLU}[name]()
 
 
 def relu_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -106,7 +123,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, activation: str) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = ACTIVATION_LAYERS[activation]()
+        self.act = make_activation(activation, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -185,6 +185,7 @@ def test_sparsity_aware_three_objective_search(tmp_path):
     assert len(trials) == 12
     for t in trials:
         assert t.values[2] == t.user_attrs["nonzero_params"] <= t.user_attrs["params"]
+        assert 0.2 < t.user_attrs["activation_sparsity"] < 1  # ReLU: measured share of zeros
         layers = t.user_attrs["arch"]["layers"]
         if any(layer["mlp_pattern"] in ("2:4", "unstructured") for layer in layers):
             assert t.user_attrs["nonzero_params"] < t.user_attrs["params"]

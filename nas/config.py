@@ -52,6 +52,21 @@ def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:
     return sorted(names)
 
 
+def option_file(group: str, name: str, config_dirs: list[str] = ()) -> Path | None:
+    """The YAML file that defines ``group=name`` (the package's first, as Hydra searches)."""
+    from importlib.resources import files
+
+    packaged = Path(str(files("conf").joinpath(group, f"{name}.yaml")))
+    candidates = [packaged] + [Path(d) / group / f"{name}.yaml" for d in config_dirs]
+    found = next((p.resolve() for p in candidates if p.is_file()), None)
+    if found is None:  # a file whose stem differs from the name it declares
+        for d in config_dirs:
+            for p in sorted((Path(d) / group).glob("*.yaml")):
+                if f"name: {name}" in p.read_text():
+                    return p.resolve()
+    return found
+
+
 def to_container(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 

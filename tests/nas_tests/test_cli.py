@@ -70,3 +70,35 @@ def test_spaces_lists_axes_and_sizes(tmp_path):
     assert result.returncode == 0, result.stderr
     for fragment in ("vit", "1,333,800", "tiny", "576", "layer<i>.attention", "patch_size"):
         assert fragment in result.stdout
+
+
+@pytest.mark.parametrize(
+    "line, fragments",
+    [
+        ("attention: [softmax, flsh]", ["space.attention", "'flsh'"]),
+        ("mlp_pattern: [dense, '3:4']", ["space.mlp_pattern", "'3:4'"]),
+        ("mlp_sparsity: [0.5, 1.5]", ["space.mlp_sparsity"]),
+        ("atention: [softmax]", ["unknown key", "atention"]),
+    ],
+)
+def test_misspelt_user_space_names_file_and_key(tmp_path, line, fragments):
+    lines = [
+        "_target_: search_spaces.vit.VitSpace",
+        "name: mine",
+        "patch_size: [7]",
+        "embed_dim: [16]",
+        "depth: [1, 2]",
+        "head_dim: 8",
+        "num_heads: [1]",
+        "mlp_ratio: [1]",
+        "attention: [softmax]",
+        "activation: [relu]",
+    ]
+    key = line.split(":")[0]
+    lines = [x for x in lines if not x.startswith(key + ":")] + [line]
+    (tmp_path / "myconf" / "space").mkdir(parents=True)
+    path = tmp_path / "myconf" / "space" / "mine.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_nas("search", "+space=mine", "--config-dir", "myconf", cwd=tmp_path)
+    assert_one_line_error(result, *fragments, str(path))
+    assert not (tmp_path / "nas.db").exists()

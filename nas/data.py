@@ -40,9 +40,11 @@ class ImageData:
 
     def fingerprint(self) -> str:
         """Content hash, so a cached supernet is reused only for the same data."""
-        digest = hashlib.sha1(self.images.numpy().tobytes())
-        digest.update(self.labels.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        if not hasattr(self, "_fingerprint"):  # hashing 47 MB takes a moment: once per load
+            digest = hashlib.sha1(self.images.numpy().tobytes())
+            digest.update(self.labels.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     def split(self, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Stratified (train_indices, val_indices), reproducible from ``seed``."""

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latency_models import create_profiler  # noqa: E402
 from latency_models.flops import count_flops  # noqa: E402
-from nas.config import compose, instantiate, to_container  # noqa: E402
+from nas.config import compose, instantiate, instantiate_space, to_container  # noqa: E402
 from nas.hardware import fingerprint  # noqa: E402
 from nas.train import evaluate, train_supernet  # noqa: E402
 
@@ -52,13 +52,7 @@ def main() -> None:
     cfg = compose(overrides)
     dataset = instantiate("dataset", cfg.dataset)
     data = dataset.load()
-    space = instantiate(
-        "space",
-        cfg.space,
-        image_size=data.image_size,
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-    )
+    space = instantiate_space(cfg.space, data)
     recipe = instantiate("supernet", cfg.supernet)
     split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
     train_idx, val_idx = data.split(**split)

@@ -49,7 +49,7 @@ def _export(cfg, config_dirs, console) -> int:
 def _spaces(cfg, config_dirs, console) -> int:
     from rich.table import Table
 
-    from nas.config import compose, group_options, instantiate
+    from nas.config import compose, group_options, instantiate, instantiate_space
     from nas.errors import UserError
 
     data = instantiate("dataset", cfg.dataset).load()
@@ -62,13 +62,7 @@ def _spaces(cfg, config_dirs, console) -> int:
     for name in group_options("space", config_dirs):
         try:
             node = compose([f"+space={name}"], config_dirs).space
-            space = instantiate(
-                "space",
-                node,
-                image_size=data.image_size,
-                in_channels=data.in_channels,
-                num_classes=data.num_classes,
-            )
+            space = instantiate_space(node, data, config_dirs)
         except UserError as e:
             table.add_row(name, "-", "error", str(e))
             continue

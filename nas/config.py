@@ -67,6 +67,21 @@ def option_file(group: str, name: str, config_dirs: list[str] = ()) -> Path | No
     return found
 
 
+def instantiate_space(node: Any, data: Any, config_dirs: list[str] = ()) -> Any:
+    """The space of config ``node`` for ``data``'s input size and classes; errors name the file."""
+    try:
+        return instantiate(
+            "space",
+            node,
+            image_size=data.image_size,
+            in_channels=data.in_channels,
+            num_classes=data.num_classes,
+        )
+    except UserError as e:
+        source = option_file("space", str(node.get("name", "")), config_dirs)
+        raise UserError(f"{e} (in {source})" if source else str(e)) from None
+
+
 def to_container(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 

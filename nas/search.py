@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from nas.config import group_options, instantiate, option_file, to_container
+from nas.config import group_options, instantiate, instantiate_space, to_container
 from nas.errors import UserError
 
 
@@ -59,17 +59,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     except DataError as e:
         raise UserError(str(e)) from None
     space_config = to_container(cfg.space)
-    try:
-        space = instantiate(
-            "space",
-            cfg.space,
-            image_size=data.image_size,
-            in_channels=data.in_channels,
-            num_classes=data.num_classes,
-        )
-    except UserError as e:
-        source = option_file("space", str(cfg.space.get("name", "")), config_dirs)
-        raise UserError(f"{e} (in {source})" if source else str(e)) from None
+    space = instantiate_space(cfg.space, data, config_dirs)
     from nas.study import OBJECTIVES
 
     objectives = list(cfg.objectives)

@@ -82,6 +82,27 @@ def apply_mask(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor
     return _MaskedWeight.apply(weight, mask, decay)
 
 
+def to_semi_structured(model: torch.nn.Module, arch) -> torch.nn.Module:
+    """Give the 2:4 layers of an extracted CUDA model torch's semi-structured sparse weights.
+
+    Needs a CUDA device and fp16/bf16 weights (the model is cast to bf16). Measured at this
+    space's sizes on an H100 these kernels were slower than dense (BENCHMARKS.md): only use them
+    where a measurement says they help.
+    """
+    from torch.sparse import to_sparse_semi_structured
+
+    if not torch.cuda.is_available():
+        raise ValueError("2:4 semi-structured kernels need a CUDA device")
+    model = model.to("cuda", torch.bfloat16)
+    for layer, block in zip(arch.layers, model.blocks):
+        if layer.mlp_pattern == "2:4":
+            for linear in (block.mlp.fc1, block.mlp.fc2):
+                linear.weight = torch.nn.Parameter(
+                    to_sparse_semi_structured(linear.weight), requires_grad=False
+                )
+    return model
+
+
 def sparsify_mlp(
     fc1_weight: torch.Tensor,  # (hidden, dim)
     fc1_bias: torch.Tensor,  # (hidden,)

@@ -17,7 +17,7 @@ from torch.func import functional_call
 
 from nas.arch import ArchConfig, LayerConfig
 from search_spaces.layers import VisionTransformer, init_weights
-from search_spaces.sparse import sparsify_mlp
+from search_spaces.sparse import sparsify_mlp, to_semi_structured
 
 
 class VitSupernet(nn.Module):
@@ -127,12 +127,16 @@ class VitSupernet(nn.Module):
         return functional_call(self._skeleton(arch), self.sliced_state(arch), (images,))
 
     @torch.no_grad()
-    def extract(self, arch: ArchConfig) -> VisionTransformer:
-        """A standalone static network with the member's weights copied out."""
+    def extract(self, arch: ArchConfig, semi_structured: bool = False) -> VisionTransformer:
+        """A standalone static network with the member's weights copied out.
+
+        N:M and unstructured layers keep dense weights with zeros; structured ones are smaller.
+        ``semi_structured=True`` (CUDA only) gives 2:4 layers torch's semi-structured kernels.
+        """
         state = {name: t.detach().clone() for name, t in self.sliced_state(arch).items()}
         model = VisionTransformer(arch).to(next(self.parameters()).device)
         model.load_state_dict(state, strict=True)
-        return model.eval()
+        return to_semi_structured(model.eval(), arch) if semi_structured else model.eval()
 
 
 def _slice(skeleton: nn.Module, name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -135,3 +135,29 @@ def test_levels_are_only_asked_for_patterns_that_leave_them_free(space, tmp_path
         assert space.from_params(trial.params) == arch
         study.tell(trial, 0.0)
     assert dataclasses.replace(space.smallest().layers[0]).mlp_pattern == "structured"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="2:4 semi-structured kernels need CUDA")
+def test_semi_structured_extraction_on_cuda(space, supernet):
+    from torch.sparse import SparseSemiStructuredTensor
+
+    arch = space.largest()
+    arch = dataclasses.replace(
+        arch,
+        layers=tuple(
+            dataclasses.replace(layer, mlp_pattern="2:4", mlp_sparsity=0.5) for layer in arch.layers
+        ),
+    )
+    dense = supernet.extract(arch).cuda().to(torch.bfloat16)
+    fast = supernet.extract(arch, semi_structured=True)
+    assert isinstance(fast.blocks[0].mlp.fc1.weight, SparseSemiStructuredTensor)
+    x = torch.rand(64, 1, 28, 28, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), dense(x), rtol=0.05, atol=0.05)
+
+
+def test_semi_structured_needs_cuda(space, supernet):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="CUDA"):
+        supernet.extract(space.largest(), semi_structured=True)

@@ -66,7 +66,17 @@ def _spaces(cfg, config_dirs, console) -> int:
         except UserError as e:
             table.add_row(name, "-", "error", str(e))
             continue
-        for i, (axis, choices) in enumerate(space.axes().items()):
+        axes = space.axes()
+        if hasattr(space, "width_depth_extremes"):
+            from latency_models.flops import count_params
+            from search_spaces.layers import build_model
+
+            wide, deep = space.width_depth_extremes()
+            axes["width vs depth"] = (
+                f"{wide.summary()}: {count_params(build_model(wide)):,} params ... "
+                f"{deep.summary()}: {count_params(build_model(deep)):,} params"
+            )
+        for i, (axis, choices) in enumerate(axes.items()):
             table.add_row(name if i == 0 else "", f"{space.size():,}" if i == 0 else "", axis, choices)
         table.add_section()
     console.print(table)

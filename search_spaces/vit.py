@@ -7,6 +7,7 @@ combination is a valid network.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from nas.arch import (
@@ -132,6 +133,15 @@ class VitSpace(SearchSpace):
 
     def _sparsity_options(self) -> int:
         return sum(1 if pattern_level(p) is not None else len(self.mlp_sparsity) for p in self.mlp_pattern)
+
+    def width_depth_extremes(self) -> tuple[ArchConfig, ArchConfig]:
+        """(widest at the least depth, narrowest at the most depth): the width-vs-depth range."""
+        wide, narrow = self.largest(), self.smallest()
+        deep_layer = dataclasses.replace(narrow.layers[0], attention=wide.layers[0].attention)
+        return (
+            dataclasses.replace(wide, layers=wide.layers[: self.min_depth]),
+            dataclasses.replace(narrow, layers=(deep_layer,) * self.max_depth, patch_size=wide.patch_size),
+        )
 
     def axes(self) -> dict[str, str]:
         return {

@@ -68,7 +68,16 @@ def test_export_without_study(tmp_path):
 def test_spaces_lists_axes_and_sizes(tmp_path):
     result = run_nas("spaces", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for fragment in ("vit", "1,333,800", "tiny", "576", "layer<i>.attention", "patch_size"):
+    for fragment in (
+        "vit",
+        "1,333,800",
+        "tiny",
+        "576",
+        "layer<i>.attention",
+        "patch_size",
+        "width vs depth",
+        "p4 d96 L1 [4h/4x/sm] gelu: 106,954 params",
+    ):
         assert fragment in result.stdout
 
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from nas.arch import pattern_level  # noqa: E402
-from search_spaces.sparse import kept, sparsify_mlp  # noqa: E402
+from nas.arch import kept, pattern_level  # noqa: E402
+from search_spaces.sparse import sparsify_mlp  # noqa: E402
 
 SIZES = [(48, 192), (64, 256), (96, 384)]  # (embed_dim, MLP hidden) at mlp_ratio 4
 TOKENS = [16, 49]  # patch 7 and patch 4 on 28x28 images

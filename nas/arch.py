@@ -30,6 +30,17 @@ def pattern_n_m(pattern: str) -> tuple[int, int] | None:
     return None
 
 
+def pattern_group(pattern: str) -> int:
+    """Widths must be multiples of this for the pattern (M of N:M, the block size, else 1)."""
+    nm = pattern_n_m(pattern)
+    return nm[1] if nm else BLOCK_SIZE if pattern == "block" else 1
+
+
+def kept(count: int, level: float) -> int:
+    """How many of ``count`` weights, blocks or units a sparsity ``level`` keeps (at least one)."""
+    return max(1, round(count * (1 - level)))
+
+
 def pattern_level(pattern: str) -> float | None:
     """The sparsity a dense or N:M pattern implies; None where the level is a free choice."""
     if pattern == "dense":
@@ -105,8 +116,7 @@ class ArchConfig:
         if not layers:
             raise ArchError("an architecture needs at least one layer")
         for layer in layers:
-            hidden, nm = self.mlp_hidden(layer), pattern_n_m(layer.mlp_pattern)
-            group = nm[1] if nm else BLOCK_SIZE if layer.mlp_pattern == "block" else 1
+            hidden, group = self.mlp_hidden(layer), pattern_group(layer.mlp_pattern)
             if self.embed_dim % group or hidden % group:
                 raise ArchError(
                     f"mlp_pattern {layer.mlp_pattern} needs embed_dim ({self.embed_dim}) and MLP "
@@ -131,9 +141,7 @@ class ArchConfig:
     def mlp_kept(self, layer: LayerConfig) -> int:
         """MLP hidden units that remain: fewer only under structured sparsity."""
         hidden = self.mlp_hidden(layer)
-        if layer.mlp_pattern != "structured":
-            return hidden
-        return max(1, round(hidden * (1 - layer.mlp_sparsity)))
+        return kept(hidden, layer.mlp_sparsity) if layer.mlp_pattern == "structured" else hidden
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -180,16 +188,7 @@ class ArchConfig:
 
     def summary(self) -> str:
         """Short human-readable description, e.g. ``p4 d64 L3 [2h/2x/sm 4h/4x/lin ...] gelu``."""
-        short = {
-            "softmax": "sm",
-            "linear": "lin",
-            "slab": "slab",
-            "pool": "pool",
-            "local": "loc",
-            "gqa": "gqa",
-            "mqa": "mqa",
-            "none": "-",
-        }
+        short = {"softmax": "sm", "linear": "lin", "local": "loc", "none": "-"}  # others as named
 
         def sparsity(layer: LayerConfig) -> str:
             if layer.mlp_pattern == "dense":
@@ -199,7 +198,8 @@ class ArchConfig:
             return f"/{layer.mlp_pattern[:2]}{round(layer.mlp_sparsity * 100)}"
 
         blocks = " ".join(
-            f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short[layer.attention]}{sparsity(layer)}"
+            f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short.get(layer.attention, layer.attention)}"
+            f"{sparsity(layer)}"
             for layer in self.layers
         )
         return f"p{self.patch_size} d{self.embed_dim} L{self.depth} [{blocks}] {self.activation}"

@@ -233,7 +233,8 @@ def run_search(setup: Setup, console) -> int:
     console.print(f"{n_done} completed trials in {time.perf_counter() - t0:.0f} s.")
     rows = print_pareto(study, console)
     csv_path, png_path = write_pareto_files(study, rows, folder)
-    console.print(f"Pareto front written to {csv_path} and {png_path}")
+    written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
+    console.print(f"Pareto front written to {written}")
     return 0
 
 

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.arch import ArchConfig
 from nas.errors import UserError
 
-# Objectives a study can optimise: name -> (direction, how to read it from a trial's user attrs).
+# Objectives a study can optimise: name -> direction (values are read by objective_value).
 OBJECTIVES = {
     "accuracy": "maximize",  # validation top-1 (%) with inherited weights
     "latency": "minimize",  # the profiler's median (ms, or the proxy's unit)

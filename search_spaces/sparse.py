@@ -3,7 +3,7 @@
 Patterns (per layer, searchable):
   dense         no sparsity
   unstructured  keep the largest-magnitude (1 - level) share of weights
-  2:4, 4:8      N:M -- in every group of M consecutive input weights keep the N largest (level N/M)
+  2:4, 4:8      N:M -- in every group of M consecutive input weights keep the N largest (level 1 - N/M)
   block         keep the (1 - level) share of 4x4 blocks with the largest L2 norm
   structured    remove whole hidden units (rows of fc1, columns of fc2) by L2 importance:
                 extraction gives physically smaller dense layers
@@ -18,15 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from nas.arch import BLOCK_SIZE as BLOCK
-from nas.arch import pattern_n_m as n_m
+from nas.arch import BLOCK_SIZE, kept, pattern_n_m
 
 SR_STE_DECAY = 2e-4
-
-
-def kept(count: int, level: float) -> int:
-    """How many of ``count`` items a sparsity ``level`` keeps (at least one)."""
-    return max(1, round(count * (1 - level)))
 
 
 @torch.no_grad()
@@ -36,24 +30,25 @@ def mask_for(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor:
     magnitude = weight.detach().abs().float()
     if pattern == "unstructured":
         keep = kept(weight.numel(), level)
-        threshold_index = magnitude.flatten().topk(keep).indices
+        top = magnitude.flatten().topk(keep).indices
         mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
-        mask[threshold_index] = True
+        mask[top] = True
         return mask.view_as(weight)
-    if n_m(pattern):
-        n, m = n_m(pattern)
+    if pattern_n_m(pattern):
+        n, m = pattern_n_m(pattern)
         groups = magnitude.view(out_features, in_features // m, m)  # (out, in/M, M)
         top = groups.topk(n, dim=-1).indices
         mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
         return mask.view_as(weight)
     if pattern == "block":
-        blocks = magnitude.view(out_features // BLOCK, BLOCK, in_features // BLOCK, BLOCK)
+        B = BLOCK_SIZE
+        blocks = magnitude.view(out_features // B, B, in_features // B, B)
         norms = blocks.pow(2).sum(dim=(1, 3)).flatten()  # (out/B * in/B,)
         keep = norms.topk(kept(norms.numel(), level)).indices
         block_mask = torch.zeros_like(norms, dtype=torch.bool)
         block_mask[keep] = True
-        block_mask = block_mask.view(out_features // BLOCK, 1, in_features // BLOCK, 1)
-        return block_mask.expand(-1, BLOCK, -1, BLOCK).reshape(out_features, in_features)
+        block_mask = block_mask.view(out_features // B, 1, in_features // B, 1)
+        return block_mask.expand(-1, B, -1, B).reshape(out_features, in_features)
     raise ValueError(f"no element mask for pattern {pattern!r}")
 
 
@@ -76,7 +71,7 @@ class _MaskedWeight(torch.autograd.Function):
 
 def apply_mask(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor:
     mask = mask_for(weight, pattern, level)
-    decay = SR_STE_DECAY if n_m(pattern) else 0.0
+    decay = SR_STE_DECAY if pattern_n_m(pattern) else 0.0
     if not torch.is_grad_enabled() or not weight.requires_grad:
         return weight * mask
     return _MaskedWeight.apply(weight, mask, decay)

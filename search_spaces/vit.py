@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from nas.arch import (
     ACTIVATIONS,
     ATTENTIONS,
-    BLOCK_SIZE,
     PATTERNS,
     ArchConfig,
     LayerConfig,
+    pattern_group,
     pattern_level,
-    pattern_n_m,
 )
 from search_spaces.base import SearchSpace, Suggester, choose, choose_int
 
@@ -87,8 +86,7 @@ class VitSpace(SearchSpace):
             raise SpaceError(f"space.mlp_sparsity: levels must be in (0, 1), got {levels}")
         self.mlp_sparsity = sorted((float(v) for v in levels), reverse=True)  # sparsest = cheapest
         for pattern in self.mlp_pattern:  # N:M and block need widths that split into groups
-            nm = pattern_n_m(pattern)
-            group = nm[1] if nm else BLOCK_SIZE if pattern == "block" else 1
+            group = pattern_group(pattern)
             widths = set(self.embed_dim) | {int(d * r) for d in self.embed_dim for r in self.mlp_ratio}
             bad = sorted(w for w in widths if w % group)
             if bad:

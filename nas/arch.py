@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
-ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "softmax")
+ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "sqa", "softmax")
 # topk10 / topk25: ReLU keeping only the 10 % / 25 % largest hidden activations per token.
 ACTIVATIONS = ("topk10", "topk25", "relu", "gelu")
 # Weight sparsity patterns of the MLP's SparseLinear layers (see search_spaces.sparse), cheapest first.

@@ -49,6 +49,8 @@ def attention_heads(kind: str, num_heads: int) -> tuple[int, int]:
         return num_heads, max(1, num_heads // 2)
     if kind == "mqa":  # multi-query attention: one K/V head for all query heads
         return num_heads, 1
+    if kind == "sqa":  # sparse query attention: half as many query heads as K/V heads
+        return max(1, num_heads // 2), num_heads
     return num_heads, num_heads
 
 
@@ -63,7 +65,9 @@ def local_mask(grid: int, radius: int, device: torch.device | None = None) -> to
 class Attention(nn.Module):
     """Attention token mixers sharing one layout: ``qkv`` rows are (q heads, k heads, v heads).
 
-    softmax: multi-head SDPA; gqa/mqa: fewer K/V heads, repeated for the query heads;
+    softmax: multi-head SDPA; gqa/mqa: fewer K/V heads, repeated for the query heads; sqa:
+    fewer query heads than K/V heads, each query head shared by a group of K/V heads (the
+    "reverse" SQA of Filipek 2025: Q projection halved, output as wide as the K/V heads);
     local: SDPA restricted to a (2r+1)^2 neighbourhood on the token grid; linear: ReLU-kernel
     linear attention; slab: linear attention plus a depthwise 3x3 conv on V (SLAB).
     """
@@ -72,8 +76,9 @@ class Attention(nn.Module):
         super().__init__()
         self.kind, self.head_dim, self.grid = kind, head_dim, grid
         self.num_heads, self.num_kv_heads = attention_heads(kind, num_heads)
+        self.num_out_heads = max(self.num_heads, self.num_kv_heads)
         self.qkv = nn.Linear(dim, (self.num_heads + 2 * self.num_kv_heads) * head_dim)
-        self.proj = nn.Linear(self.num_heads * head_dim, dim)
+        self.proj = nn.Linear(self.num_out_heads * head_dim, dim)
         if kind == "slab":
             width = self.num_kv_heads * head_dim
             self.dwc = nn.Conv2d(width, width, 3, padding=1, groups=width)
@@ -81,26 +86,24 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         h, h_kv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        h_out = self.num_out_heads
         q, k, v = self.qkv(x).split([h * hd, h_kv * hd, h_kv * hd], dim=-1)
         q = q.reshape(B, N, h, hd).transpose(1, 2)  # (B, h, N, hd)
         k = k.reshape(B, N, h_kv, hd).transpose(1, 2)  # (B, h_kv, N, hd)
         v = v.reshape(B, N, h_kv, hd).transpose(1, 2)
-        if h_kv != h:
+        if h_kv < h:
             k, v = k.repeat_interleave(h // h_kv, dim=1), v.repeat_interleave(h // h_kv, dim=1)
-        if self.kind in ("softmax", "gqa", "mqa"):
+        elif h < h_kv:  # sqa: each query head serves a group of K/V heads
+            q = q.repeat_interleave(h_kv // h, dim=1)  # (B, h_kv, N, hd)
+        if self.kind in ("softmax", "gqa", "mqa", "sqa"):
             out = F.scaled_dot_product_attention(q, k, v)
         elif self.kind == "local":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=local_mask(self.grid, 1, x.device))
         else:
             out = relu_linear_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(B, N, h * hd)
+        out = out.transpose(1, 2).reshape(B, N, h_out * hd)
         if self.kind == "slab":
-            grid_v = (
-                v.transpose(1, 2)
-                .reshape(B, N, h * hd)
-                .transpose(1, 2)
-                .reshape(B, h * hd, self.grid, self.grid)
-            )
+            grid_v = v.transpose(2, 3).reshape(B, h * hd, self.grid, self.grid)  # (B, h*hd, H, W)
             out = out + self.dwc(grid_v).flatten(2).transpose(1, 2)
         return self.proj(out)
 

@@ -62,6 +62,23 @@ def test_kv_heads_of_grouped_and_multi_query_attention():
     assert gqa(x).shape == (2, 49, 64)
 
 
+def test_sparse_query_attention_has_fewer_query_heads_than_kv_heads():
+    sqa = Attention(64, 4, 16, "sqa", 7)
+    assert (sqa.num_heads, sqa.num_kv_heads) == (2, 4)
+    assert sqa.qkv.out_features == (2 + 2 * 4) * 16 and sqa.proj.in_features == 4 * 16
+    # Equivalent to softmax attention whose query heads come in identical pairs.
+    mha = Attention(64, 4, 16, "softmax", 7)
+    with torch.no_grad():
+        q_weight, kv_weight = sqa.qkv.weight.split([32, 128])
+        q_bias, kv_bias = sqa.qkv.bias.split([32, 128])
+        pairs = q_weight.view(2, 1, 16, 64).expand(2, 2, 16, 64).reshape(64, 64)  # heads 0,0,1,1
+        mha.qkv.weight.copy_(torch.cat([pairs, kv_weight]))
+        mha.qkv.bias.copy_(torch.cat([q_bias.view(2, 1, 16).expand(2, 2, 16).reshape(64), kv_bias]))
+        mha.proj.load_state_dict(sqa.proj.state_dict())
+        x = torch.rand(2, 49, 64)
+        torch.testing.assert_close(sqa(x), mha(x))
+
+
 def test_local_mask_is_a_3x3_neighbourhood():
     mask = local_mask(4, 1)
     assert mask.shape == (16, 16) and mask.diagonal().all()

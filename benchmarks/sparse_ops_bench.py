@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nas.arch import kept, pattern_level  # noqa: E402
-from search_spaces.sparse import sparsify_mlp  # noqa: E402
+from search_spaces.sparse import sparsify_pair  # noqa: E402
 
 SIZES = [(48, 192), (64, 256), (96, 384)]  # (embed_dim, MLP hidden) at mlp_ratio 4
 TOKENS = [16, 49]  # patch 7 and patch 4 on 28x28 images
@@ -40,7 +40,7 @@ CASES = [("dense", 0.0), ("dense", 0.0), ("2:4", 0.5), ("4:8", 0.5)] + [
 def mlp(dim: int, hidden: int, pattern: str, level: float) -> nn.Sequential:
     torch.manual_seed(0)
     fc1, fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-    w1, b1, w2 = sparsify_mlp(fc1.weight, fc1.bias, fc2.weight, pattern, level)
+    w1, b1, w2 = sparsify_pair(fc1.weight, fc1.bias, fc2.weight, pattern, level)
     model = nn.Sequential(nn.Linear(dim, w1.shape[0]), nn.ReLU(), nn.Linear(w1.shape[0], dim))
     with torch.no_grad():
         model[0].weight.copy_(w1), model[0].bias.copy_(b1), model[2].weight.copy_(w2)

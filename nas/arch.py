@@ -2,7 +2,9 @@
 
 The search space produces it, the supernet runs it, profilers measure it, the study stores it
 (as JSON in a trial's user attributes) and the exporter builds it. It is frozen, validated on
-construction, round-trips through JSON/YAML and has a stable ``key()``.
+construction, round-trips through JSON/YAML and has a stable ``key()``. Two families share
+that contract: ``ArchConfig`` (a plain vision transformer) and ``HybridArchConfig`` (conv stages
+at high resolution, attention after spatial reduction); ``arch_from_dict`` reads either.
 """
 
 from __future__ import annotations
@@ -56,6 +58,91 @@ class ArchError(ValueError):
     """An architecture description that cannot describe a real network."""
 
 
+def hidden_width(width: int, ratio: float) -> int:
+    """Hidden width of an MLP or conv block expanding ``width`` by ``ratio`` (before pruning)."""
+    return int(width * ratio)
+
+
+def _set_positive_float(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ArchError(f"{name} must be a number > 0, got {value!r}")
+    object.__setattr__(config, name, float(value))  # 2 and 2.0 give one key
+
+
+def _check_sparsity(config: Any, prefix: str) -> None:
+    """Validate ``<prefix>_pattern`` / ``<prefix>_sparsity`` of a layer or block config."""
+    pattern, level = getattr(config, f"{prefix}_pattern"), getattr(config, f"{prefix}_sparsity")
+    if pattern not in PATTERNS:
+        raise ArchError(f"{prefix}_pattern must be one of {PATTERNS}, got {pattern!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)):
+        raise ArchError(f"{prefix}_sparsity must be a number, got {level!r}")
+    object.__setattr__(config, f"{prefix}_sparsity", float(level))
+    implied = pattern_level(pattern)
+    if implied is not None and abs(level - implied) > 1e-9:
+        raise ArchError(f"{prefix}_pattern {pattern} implies {prefix}_sparsity {implied}")
+    if implied is None and not 0 < level < 1:
+        raise ArchError(f"{prefix}_sparsity must be in (0, 1) for {pattern}, got {level}")
+
+
+def _check_divisible(pattern: str, widths: dict[str, int]) -> None:
+    group = pattern_group(pattern)
+    if any(width % group for width in widths.values()):
+        named = ", ".join(f"{name} ({width})" for name, width in widths.items())
+        raise ArchError(f"pattern {pattern} needs {named} divisible by {group}")
+
+
+class _Serialised:
+    """JSON/YAML round trip and a stable ``key()`` for the frozen architecture dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ArchError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str):
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+    def key(self) -> str:
+        """Stable identity: sha1 of the canonical JSON (ratios and levels are always floats)."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def _check_common(self) -> None:
+        for name in ("image_size", "in_channels", "num_classes", "head_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ArchError(f"{name} must be a positive int, got {value!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ArchError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.schema_version != SCHEMA_VERSION:
+            raise ArchError(f"unsupported schema_version {self.schema_version}")
+
+
 @dataclass(frozen=True)
 class LayerConfig:
     """One transformer block: token mixer (attention) then MLP."""
@@ -67,23 +154,16 @@ class LayerConfig:
     mlp_sparsity: float = 0.0  # share of weights (or hidden units, if structured) removed
 
     def __post_init__(self) -> None:
-        if self.mlp_pattern not in PATTERNS:
-            raise ArchError(f"mlp_pattern must be one of {PATTERNS}, got {self.mlp_pattern!r}")
-        implied = pattern_level(self.mlp_pattern)
-        if implied is not None and abs(self.mlp_sparsity - implied) > 1e-9:
-            raise ArchError(f"mlp_pattern {self.mlp_pattern} implies mlp_sparsity {implied}")
-        if implied is None and not 0 < self.mlp_sparsity < 1:
-            raise ArchError(f"mlp_sparsity must be in (0, 1) for {self.mlp_pattern}, got {self.mlp_sparsity}")
+        _check_sparsity(self, "mlp")
         if not isinstance(self.num_heads, int) or self.num_heads < 1:
             raise ArchError(f"num_heads must be a positive int, got {self.num_heads!r}")
-        if not self.mlp_ratio > 0:
-            raise ArchError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        _set_positive_float(self, "mlp_ratio")
         if self.attention not in ATTENTIONS:
             raise ArchError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
 
 
 @dataclass(frozen=True)
-class ArchConfig:
+class ArchConfig(_Serialised):
     """A vision transformer: patch embedding, ``len(layers)`` blocks, mean-pool, linear head."""
 
     image_size: int  # input is (in_channels, image_size, image_size)
@@ -103,27 +183,19 @@ class ArchConfig:
             layer if isinstance(layer, LayerConfig) else LayerConfig(**layer) for layer in self.layers
         )
         object.__setattr__(self, "layers", layers)
-        for name in ("image_size", "in_channels", "num_classes", "patch_size", "embed_dim"):
+        for name in ("patch_size", "embed_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ArchError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.head_dim, int) or self.head_dim < 1:
-            raise ArchError(f"head_dim must be a positive int, got {self.head_dim!r}")
+        self._check_common()
         if self.image_size % self.patch_size:
             raise ArchError(f"patch_size {self.patch_size} does not divide image_size {self.image_size}")
-        if self.activation not in ACTIVATIONS:
-            raise ArchError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not layers:
             raise ArchError("an architecture needs at least one layer")
         for layer in layers:
-            hidden, group = self.mlp_hidden(layer), pattern_group(layer.mlp_pattern)
-            if self.embed_dim % group or hidden % group:
-                raise ArchError(
-                    f"mlp_pattern {layer.mlp_pattern} needs embed_dim ({self.embed_dim}) and MLP "
-                    f"hidden width ({hidden}) divisible by {group}"
-                )
-        if self.schema_version != SCHEMA_VERSION:
-            raise ArchError(f"unsupported schema_version {self.schema_version}")
+            _check_divisible(
+                layer.mlp_pattern, {"embed_dim": self.embed_dim, "MLP hidden width": self.mlp_hidden(layer)}
+            )
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -136,70 +208,124 @@ class ArchConfig:
 
     def mlp_hidden(self, layer: LayerConfig) -> int:
         """MLP hidden width before structured pruning (what the supernet slices)."""
-        return int(self.embed_dim * layer.mlp_ratio)
-
-    def mlp_kept(self, layer: LayerConfig) -> int:
-        """MLP hidden units that remain: fewer only under structured sparsity."""
-        hidden = self.mlp_hidden(layer)
-        return kept(hidden, layer.mlp_sparsity) if layer.mlp_pattern == "structured" else hidden
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.in_channels, self.image_size, self.image_size)
-
-    # -- serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ArchError(f"unknown ArchConfig keys: {sorted(unknown)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ArchConfig:
-        return cls.from_dict(json.loads(text))
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @classmethod
-    def from_yaml(cls, text: str) -> ArchConfig:
-        import yaml
-
-        return cls.from_dict(yaml.safe_load(text))
-
-    def key(self) -> str:
-        """Stable identity: sha1 of the canonical JSON (floats normalised)."""
-        canonical = json.loads(self.to_json())
-        for layer in canonical["layers"]:
-            layer["mlp_ratio"] = float(layer["mlp_ratio"])
-            layer["mlp_sparsity"] = float(layer["mlp_sparsity"])
-        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha1(text.encode()).hexdigest()
+        return hidden_width(self.embed_dim, layer.mlp_ratio)
 
     def summary(self) -> str:
         """Short human-readable description, e.g. ``p4 d64 L3 [2h/2x/sm 4h/4x/lin ...] gelu``."""
-        short = {"softmax": "sm", "linear": "lin", "local": "loc", "none": "-"}  # others as named
-
-        def sparsity(layer: LayerConfig) -> str:
-            if layer.mlp_pattern == "dense":
-                return ""
-            if pattern_n_m(layer.mlp_pattern):
-                return f"/{layer.mlp_pattern}"
-            return f"/{layer.mlp_pattern[:2]}{round(layer.mlp_sparsity * 100)}"
-
-        blocks = " ".join(
-            f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short.get(layer.attention, layer.attention)}"
-            f"{sparsity(layer)}"
-            for layer in self.layers
-        )
+        blocks = " ".join(_layer_summary(layer) for layer in self.layers)
         return f"p{self.patch_size} d{self.embed_dim} L{self.depth} [{blocks}] {self.activation}"
+
+
+def _sparsity_summary(pattern: str, level: float) -> str:
+    if pattern == "dense":
+        return ""
+    if pattern_n_m(pattern):
+        return f"/{pattern}"
+    return f"/{pattern[:2]}{round(level * 100)}"
+
+
+def _layer_summary(layer: LayerConfig) -> str:
+    short = {"softmax": "sm", "linear": "lin", "local": "loc", "none": "-"}  # others as named
+    return (
+        f"{layer.num_heads}h/{layer.mlp_ratio:g}x/{short.get(layer.attention, layer.attention)}"
+        f"{_sparsity_summary(layer.mlp_pattern, layer.mlp_sparsity)}"
+    )
+
+
+@dataclass(frozen=True)
+class ConvBlockConfig:
+    """A residual conv block (Fused-MBConv): 3x3 SparseConv2d from the stage width to
+    ``width * expansion`` channels, activation, 1x1 SparseConv2d back."""
+
+    expansion: float
+    conv_pattern: str = "dense"  # weight sparsity pattern of both convs, one of PATTERNS
+    conv_sparsity: float = 0.0  # share of weights (or hidden channels, if structured) removed
+
+    def __post_init__(self) -> None:
+        _set_positive_float(self, "expansion")
+        _check_sparsity(self, "conv")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One resolution: ``conv_blocks`` first, then ``attention_blocks`` on the stage's tokens."""
+
+    width: int
+    conv_blocks: tuple[ConvBlockConfig, ...] = ()
+    attention_blocks: tuple[LayerConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or self.width < 1:
+            raise ArchError(f"stage width must be a positive int, got {self.width!r}")
+        convs = tuple(b if isinstance(b, ConvBlockConfig) else ConvBlockConfig(**b) for b in self.conv_blocks)
+        layers = tuple(b if isinstance(b, LayerConfig) else LayerConfig(**b) for b in self.attention_blocks)
+        object.__setattr__(self, "conv_blocks", convs)
+        object.__setattr__(self, "attention_blocks", layers)
+
+
+def stage_resolutions(image_size: int, num_stages: int) -> list[int]:
+    """Side of each hybrid stage's feature map: the stem halves the input, each later stage again."""
+    sides = [-(-image_size // 2)]
+    while len(sides) < num_stages:
+        sides.append(-(-sides[-1] // 2))
+    return sides
+
+
+@dataclass(frozen=True)
+class HybridArchConfig(_Serialised):
+    """A hybrid conv -> attention network (ViT-ResNAS, AsCAN, EfficientFormer).
+
+    A stride-2 conv stem, then ``stages``; every stage after the first halves the resolution
+    with a residual spatial reduction, so attention runs on few tokens late in the network.
+    Global average pool, LayerNorm, linear head.
+    """
+
+    image_size: int
+    in_channels: int
+    num_classes: int
+    head_dim: int
+    activation: str
+    stages: tuple[StageConfig, ...]
+    space: str = ""
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def __post_init__(self) -> None:
+        stages = tuple(st if isinstance(st, StageConfig) else StageConfig(**st) for st in self.stages)
+        object.__setattr__(self, "stages", stages)
+        self._check_common()
+        if not stages:
+            raise ArchError("a hybrid architecture needs at least one stage")
+        if self.depth == 0:
+            raise ArchError("a hybrid architecture needs at least one conv or attention block")
+        for i, stage in enumerate(stages):
+            for block in stage.conv_blocks:
+                hidden = hidden_width(stage.width, block.expansion)
+                _check_divisible(block.conv_pattern, {f"stage {i} width": stage.width, "conv hidden": hidden})
+            for layer in stage.attention_blocks:
+                hidden = hidden_width(stage.width, layer.mlp_ratio)
+                _check_divisible(layer.mlp_pattern, {f"stage {i} width": stage.width, "MLP hidden": hidden})
+
+    @property
+    def depth(self) -> int:
+        """All blocks, conv and attention."""
+        return sum(len(st.conv_blocks) + len(st.attention_blocks) for st in self.stages)
+
+    def resolutions(self) -> list[int]:
+        return stage_resolutions(self.image_size, len(self.stages))
+
+    def summary(self) -> str:
+        """E.g. ``w24 c2x | w48 c1x sm:[2h/2x/sm] | ... gelu`` (conv expansions, attention layers)."""
+        parts = []
+        for stage in self.stages:
+            convs = " ".join(
+                f"c{b.expansion:g}x{_sparsity_summary(b.conv_pattern, b.conv_sparsity)}"
+                for b in stage.conv_blocks
+            )
+            attn = " ".join(_layer_summary(layer) for layer in stage.attention_blocks)
+            parts.append(" ".join(filter(None, [f"w{stage.width}", convs, f"[{attn}]" if attn else ""])))
+        return f"{' | '.join(parts)} {self.activation}"
+
+
+def arch_from_dict(data: dict[str, Any]) -> ArchConfig | HybridArchConfig:
+    """Either family from its ``to_dict()`` (hybrids are the ones with stages)."""
+    return (HybridArchConfig if "stages" in data else ArchConfig).from_dict(data)

@@ -51,7 +51,6 @@ def run_export(cfg, console) -> int:
     from latency_models.onnxruntime import OnnxRuntimeProfiler
     from nas.onnx_io import to_onnx
     from nas.study import STUDY_ATTR, latency, load_existing_study, open_storage, top1, trial_arch
-    from search_spaces.supernet import VitSupernet
 
     study = load_existing_study(open_storage(cfg.storage), cfg.study_name)
     chosen = choose_trial(study, cfg.trial, cfg.latency_budget_ms)
@@ -71,7 +70,7 @@ def run_export(cfg, console) -> int:
     )
     if space.from_params(chosen.params) != arch:
         raise UserError(f"trial {chosen.number}: its params no longer rebuild its architecture")
-    supernet = VitSupernet.from_space(space)
+    supernet = space.make_supernet()
     supernet.load_state_dict(torch.load(supernet_path, map_location="cpu", weights_only=False)["model"])
     model = supernet.extract(arch)
 

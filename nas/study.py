@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.arch import ArchConfig
+from nas.arch import ArchConfig, HybridArchConfig, arch_from_dict
 from nas.errors import UserError
 
 # Objectives a study can optimise: name -> direction (values are read by objective_value).
@@ -99,8 +99,8 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def trial_arch(trial: FrozenTrial) -> ArchConfig:
-    return ArchConfig.from_dict(trial.user_attrs["arch"])
+def trial_arch(trial: FrozenTrial) -> ArchConfig | HybridArchConfig:
+    return arch_from_dict(trial.user_attrs["arch"])
 
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from nas.arch import ArchConfig
 from nas.data import ImageData
-from search_spaces.supernet import VitSupernet
-from search_spaces.vit import VitSpace
+from search_spaces.base import SearchSpace
+from search_spaces.supernet import Supernet
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 @dataclass
 class TrainedSupernet:
-    net: VitSupernet
+    net: Supernet
     path: Path  # the finished checkpoint
     meta: dict[str, Any]  # recipe, device, training time, top-1 of the extremes
     reused: bool  # True when loaded from the cache instead of trained now
@@ -77,7 +77,7 @@ class TrainedSupernet:
 
 @torch.no_grad()
 def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> float:
-    """Share of exactly-zero MLP hidden activations of a static model on ``images``."""
+    """Share of exactly-zero hidden activations (MLPs and conv blocks) of a static model."""
     zeros, total = 0, 0
 
     def count(module, inputs, output) -> None:
@@ -85,9 +85,9 @@ def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size
         zeros += int((output == 0).sum())
         total += output.numel()
 
-    from search_spaces.layers import Mlp
+    from search_spaces.layers import SparsePair
 
-    hooks = [m.act.register_forward_hook(count) for m in model.modules() if isinstance(m, Mlp)]
+    hooks = [m.act.register_forward_hook(count) for m in model.modules() if isinstance(m, SparsePair)]
     try:
         model(images[:batch_size].float().div(255))
     finally:
@@ -98,7 +98,7 @@ def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size
 
 @torch.no_grad()
 def evaluate(
-    net: VitSupernet | torch.nn.Module,
+    net: Supernet | torch.nn.Module,
     arch: ArchConfig | None,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -118,7 +118,7 @@ def evaluate(
 
 
 def train_supernet(
-    space: VitSpace,
+    space: SearchSpace,
     space_config: dict[str, Any],
     data: ImageData,
     train_idx: torch.Tensor,
@@ -137,7 +137,7 @@ def train_supernet(
     final, partial = run_dir / "supernet.pt", run_dir / "checkpoint.pt"
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)  # initial weights only; sampling uses per-step RNGs
-    net = VitSupernet.from_space(space)
+    net = space.make_supernet()
     if final.exists():
         saved = torch.load(final, map_location="cpu", weights_only=False)
         net.load_state_dict(saved["model"])

@@ -20,9 +20,81 @@ import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from nas.arch import ArchConfig
+from nas.arch import PATTERNS, ArchConfig, pattern_group, pattern_level
 
 Choice = Any
+
+
+class SpaceError(ValueError):
+    """A space definition that cannot be used (the message names the offending key)."""
+
+
+def check_choices(key: str, values: Sequence, allowed: Sequence | None = None) -> list:
+    """A non-empty list of distinct choices, each in ``allowed`` (or a positive number)."""
+    if isinstance(values, (str, bytes, int, float)):
+        raise SpaceError(f"space.{key}: expected a list of choices, got {values!r}")
+    values = list(values)
+    if not values:
+        raise SpaceError(f"space.{key}: needs at least one choice")
+    if len(set(map(repr, values))) != len(values):
+        raise SpaceError(f"space.{key}: duplicate choices in {values}")
+    for value in values:
+        if allowed is not None and value not in allowed:
+            hint = ""
+            if isinstance(value, int) and any(":" in str(a) for a in allowed):
+                hint = ' (YAML reads an unquoted 2:4 as the number 124: write "2:4")'
+            raise SpaceError(f"space.{key}: {value!r} is not one of {list(allowed)}{hint}")
+        if allowed is None and not (isinstance(value, (int, float)) and value > 0):
+            raise SpaceError(f"space.{key}: {value!r} is not a positive number")
+    return values
+
+
+def check_range(key: str, value: Sequence, low: int = 1) -> tuple[int, int]:
+    """A ``[min, max]`` integer range with ``low <= min <= max``."""
+    value = list(value) if not isinstance(value, (str, int)) else [value]
+    if len(value) != 2 or not all(isinstance(v, int) for v in value) or not (low <= value[0] <= value[1]):
+        raise SpaceError(f"space.{key}: expected [min, max] with {low} <= min <= max, got {value}")
+    return value[0], value[1]
+
+
+class Sparsity:
+    """A searchable (pattern, level) axis of SparseLinear / SparseConv2d layers, e.g. ``mlp``."""
+
+    def __init__(self, prefix: str, patterns: Sequence[str], levels: Sequence[float]) -> None:
+        self.prefix = prefix
+        self.patterns = sorted(check_choices(f"{prefix}_pattern", patterns, PATTERNS), key=PATTERNS.index)
+        levels = check_choices(f"{prefix}_sparsity", levels)
+        if not all(0 < level < 1 for level in levels):
+            raise SpaceError(f"space.{prefix}_sparsity: levels must be in (0, 1), got {levels}")
+        self.levels = sorted((float(v) for v in levels), reverse=True)  # sparsest = cheapest
+
+    def check_widths(self, widths: set[int], what: str) -> None:
+        """N:M and block patterns need every width to split into groups."""
+        for pattern in self.patterns:
+            group = pattern_group(pattern)
+            bad = sorted(w for w in widths if w % group)
+            if bad:
+                raise SpaceError(
+                    f"space.{self.prefix}_pattern: {pattern} needs widths divisible by {group}; "
+                    f"{what} gives {bad}"
+                )
+
+    def choose(self, s: Suggester, name: str) -> dict[str, Any]:
+        """Pattern first; the level is asked only where the pattern leaves it free."""
+        pattern = choose(s, f"{name}.{self.prefix}_pattern", self.patterns)
+        level = pattern_level(pattern)
+        if level is None:
+            level = choose(s, f"{name}.{self.prefix}_sparsity", self.levels)
+        return {f"{self.prefix}_pattern": pattern, f"{self.prefix}_sparsity": level}
+
+    def options(self) -> int:
+        return sum(1 if pattern_level(p) is not None else len(self.levels) for p in self.patterns)
+
+    def axes(self, where: str) -> dict[str, str]:
+        return {
+            f"{where}.{self.prefix}_pattern": str(self.patterns),
+            f"{where}.{self.prefix}_sparsity": f"{self.levels} (unstructured, block, structured)",
+        }
 
 
 class Suggester(Protocol):
@@ -162,6 +234,10 @@ class SearchSpace(abc.ABC):
         if extra:
             raise ValueError(f"params not used by space {self.name!r}: {sorted(extra)}")
         return arch
+
+    def make_supernet(self) -> Any:
+        """The weight-sharing supernet holding every member (search_spaces.supernet)."""
+        raise NotImplementedError(f"space {self.name!r} has no supernet")
 
     def params_of(self, suggester: Suggester) -> tuple[ArchConfig, dict[str, Any]]:
         """Build with ``suggester`` and also return the params that describe the member."""

@@ -1,6 +1,6 @@
-"""Static building blocks of the vit space: plain PyTorch, what ``extract`` returns and ONNX sees.
+"""Static networks of the spaces: plain PyTorch, what ``extract`` returns and ONNX sees.
 
-Shapes: B batch, N tokens, D embed_dim, h heads, hd head_dim.
+Shapes: B batch, N tokens, D embed_dim (or a stage's width), h heads, hd head_dim, C channels.
 """
 
 from __future__ import annotations
@@ -9,25 +9,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import ArchConfig, LayerConfig
+from nas.arch import (
+    ArchConfig,
+    ConvBlockConfig,
+    HybridArchConfig,
+    LayerConfig,
+    hidden_width,
+    kept,
+)
 
 
 class TopKReLU(nn.Module):
-    """ReLU that keeps only the ``fraction`` largest activations of each token (top-k activation
-    sparsity, as in "The Lazy Neuron Phenomenon", Li et al. 2023)."""
+    """ReLU that keeps only the ``fraction`` largest activations of each token or pixel, along
+    ``dim`` (top-k activation sparsity, as in "The Lazy Neuron Phenomenon", Li et al. 2023)."""
 
-    def __init__(self, fraction: float, features: int) -> None:
+    def __init__(self, fraction: float, features: int, dim: int = -1) -> None:
         super().__init__()
         self.k = max(1, round(features * fraction))  # a constant, so the ONNX graph is static
+        self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        threshold = x.topk(self.k, dim=-1).values[..., -1:]  # (..., 1) the k-th largest
+        threshold = x.topk(self.k, dim=self.dim).values.narrow(self.dim, self.k - 1, 1)  # k-th largest
         return F.relu(x) * (x >= threshold)
 
 
-def make_activation(name: str, features: int) -> nn.Module:
+def make_activation(name: str, features: int, dim: int = -1) -> nn.Module:
     if name.startswith("topk"):
-        return TopKReLU(int(name[4:]) / 100, features)
+        return TopKReLU(int(name[4:]) / 100, features, dim)
     return {"gelu": nn.GELU, "relu": nn.ReLU}[name]()
 
 
@@ -122,32 +130,60 @@ class Pooling(nn.Module):
         return (self.pool(grid) - grid).flatten(2).transpose(1, 2)
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, activation: str) -> None:
+class SparsePair(nn.Module):
+    """Two layers whose weights carry one sparsity pattern (SparseLinear / SparseConv2d pairs):
+    ``fc1`` widens ``dim`` to ``hidden`` channels, ``fc2`` narrows back. Under the structured
+    pattern whole hidden channels are removed, so ``fc1``/``fc2`` hold ``kept`` of them; the
+    supernet slices ``hidden`` and applies the pattern (search_spaces.sparse.sparsify_pair).
+    """
+
+    def __init__(self, dim: int, hidden: int, pattern: str, level: float) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = make_activation(activation, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.dim, self.hidden, self.pattern, self.level = dim, hidden, pattern, level
+        self.kept = kept(hidden, level) if pattern == "structured" else hidden
+
+
+class Mlp(SparsePair):
+    def __init__(
+        self, dim: int, hidden: int, activation: str, pattern: str = "dense", level: float = 0.0
+    ) -> None:
+        super().__init__(dim, hidden, pattern, level)
+        self.fc1 = nn.Linear(dim, self.kept)
+        self.act = make_activation(activation, self.kept)
+        self.fc2 = nn.Linear(self.kept, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block."""
+class ConvMlp(SparsePair):
+    """Fused-MBConv body: 3x3 conv to the hidden channels, activation, 1x1 conv back."""
 
-    def __init__(self, arch: ArchConfig, layer: LayerConfig) -> None:
+    def __init__(self, dim: int, hidden: int, activation: str, pattern: str, level: float) -> None:
+        super().__init__(dim, hidden, pattern, level)
+        self.fc1 = nn.Conv2d(dim, self.kept, 3, padding=1)
+        self.act = make_activation(activation, self.kept, dim=1)
+        self.fc2 = nn.Conv2d(self.kept, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block on (B, N, dim) tokens of a grid x grid map."""
+
+    def __init__(self, dim: int, grid: int, head_dim: int, activation: str, layer: LayerConfig) -> None:
         super().__init__()
-        dim, grid = arch.embed_dim, arch.image_size // arch.patch_size
         self.has_mixer = layer.attention != "none"  # "none": the attention sublayer is skipped
         if self.has_mixer:
             self.norm1 = nn.LayerNorm(dim)
             if layer.attention == "pool":
                 self.attn = Pooling(grid)
             else:
-                self.attn = Attention(dim, layer.num_heads, arch.head_dim, layer.attention, grid)
+                self.attn = Attention(dim, layer.num_heads, head_dim, layer.attention, grid)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, arch.mlp_kept(layer), arch.activation)
+        hidden = hidden_width(dim, layer.mlp_ratio)
+        self.mlp = Mlp(dim, hidden, activation, layer.mlp_pattern, layer.mlp_sparsity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_mixer:
@@ -166,7 +202,10 @@ class VisionTransformer(nn.Module):
         self.register_buffer("std", torch.ones(arch.in_channels, 1, 1))
         self.patch_embed = nn.Conv2d(arch.in_channels, dim, kernel_size=p, stride=p)
         self.pos_embed = nn.Parameter(torch.zeros(1, arch.num_tokens, dim))
-        self.blocks = nn.ModuleList(Block(arch, layer) for layer in arch.layers)
+        grid = arch.image_size // p
+        self.blocks = nn.ModuleList(
+            Block(dim, grid, arch.head_dim, arch.activation, layer) for layer in arch.layers
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, arch.num_classes)
 
@@ -178,9 +217,92 @@ class VisionTransformer(nn.Module):
         return self.head(self.norm(x).mean(dim=1))  # (B, num_classes)
 
 
-def build_model(arch: ArchConfig) -> VisionTransformer:
+class ConvBlock(nn.Module):
+    """Pre-norm residual conv block; GroupNorm(1) normalises any channel slice (no batch stats)."""
+
+    def __init__(self, dim: int, activation: str, block: ConvBlockConfig) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, dim)
+        hidden = hidden_width(dim, block.expansion)
+        self.mlp = ConvMlp(dim, hidden, activation, block.conv_pattern, block.conv_sparsity)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+class Downsample(nn.Module):
+    """Residual spatial reduction (ViT-ResNAS): stride-2 3x3 conv + norm, plus a shortcut of
+    2x2 average pooling and a 1x1 conv to the new width. (B, C, H, W) -> (B, C', ceil(H/2), ...)."""
+
+    def __init__(self, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_width, out_width, 3, stride=2, padding=1)
+        self.norm = nn.GroupNorm(1, out_width)
+        self.pool = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+        self.shortcut = nn.Conv2d(in_width, out_width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x)) + self.shortcut(self.pool(x))
+
+
+class Stage(nn.Module):
+    def __init__(self, arch: HybridArchConfig, index: int) -> None:
+        super().__init__()
+        stage, width = arch.stages[index], arch.stages[index].width
+        if index > 0:
+            self.downsample = Downsample(arch.stages[index - 1].width, width)
+        self.conv_blocks = nn.ModuleList(ConvBlock(width, arch.activation, b) for b in stage.conv_blocks)
+        grid = arch.resolutions()[index]
+        self.attention_blocks = nn.ModuleList(
+            Block(width, grid, arch.head_dim, arch.activation, layer) for layer in stage.attention_blocks
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C', H', W')
+        if hasattr(self, "downsample"):
+            x = self.downsample(x)
+        for block in self.conv_blocks:
+            x = block(x)
+        if len(self.attention_blocks):
+            B, C, H, W = x.shape
+            tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+            for block in self.attention_blocks:
+                tokens = block(tokens)
+            x = tokens.transpose(1, 2).reshape(B, C, H, W)
+        return x
+
+
+class HybridNet(nn.Module):
+    """Conv stem (stride 2) -> stages -> global average pool -> LayerNorm -> linear head.
+    Input: images in [0, 1], (B, C, H, W); normalisation is part of the model."""
+
+    def __init__(self, arch: HybridArchConfig) -> None:
+        super().__init__()
+        self.arch = arch
+        self.register_buffer("mean", torch.zeros(arch.in_channels, 1, 1))
+        self.register_buffer("std", torch.ones(arch.in_channels, 1, 1))
+        width = arch.stages[0].width
+        self.stem = nn.Conv2d(arch.in_channels, width, 3, stride=2, padding=1)
+        self.stem_norm = nn.GroupNorm(1, width)
+        self.stages = nn.ModuleList(Stage(arch, i) for i in range(len(arch.stages)))
+        self.norm = nn.LayerNorm(arch.stages[-1].width)
+        self.head = nn.Linear(arch.stages[-1].width, arch.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        x = F.relu(self.stem_norm(self.stem(x)))  # (B, C0, H/2, W/2)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(self.norm(x.mean(dim=(2, 3))))  # (B, num_classes)
+
+
+def static_model(arch: ArchConfig | HybridArchConfig) -> nn.Module:
+    """The static network class of either family (uninitialised weights)."""
+    return HybridNet(arch) if isinstance(arch, HybridArchConfig) else VisionTransformer(arch)
+
+
+def build_model(arch: ArchConfig | HybridArchConfig) -> nn.Module:
     """A freshly initialised standalone network for ``arch`` (latency does not need weights)."""
-    model = VisionTransformer(arch)
+    model = static_model(arch)
     init_weights(model)
     return model
 

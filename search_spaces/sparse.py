@@ -1,4 +1,8 @@
-"""Weight sparsity for SparseLinear layers (as in DASS): masks, straight-through training, extraction.
+"""Weight sparsity for SparseLinear and SparseConv2d layers (as in DASS): masks, straight-through
+training, extraction.
+
+A conv weight (out, in, kh, kw) is treated as the matrix (out, kh * kw * in) its GEMM uses, so
+N:M groups and blocks run along input channels, as for a linear layer.
 
 Patterns (per layer, searchable):
   dense         no sparsity
@@ -77,6 +81,23 @@ def apply_mask(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor
     return _MaskedWeight.apply(weight, mask, decay)
 
 
+def _as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) as is; (out, in, kh, kw) -> (out, kh * kw * in), input channels innermost."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1) if weight.dim() == 4 else weight
+
+
+def _from_matrix(matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.dim() == 2:
+        return matrix
+    out, in_, kh, kw = like.shape
+    return matrix.view(out, kh, kw, in_).permute(0, 3, 1, 2)
+
+
+def masked(weight: torch.Tensor, pattern: str, level: float) -> torch.Tensor:
+    """A linear or conv weight with the pattern's mask applied (straight-through when training)."""
+    return _from_matrix(apply_mask(_as_matrix(weight), pattern, level), weight)
+
+
 def to_semi_structured(model: torch.nn.Module, arch) -> torch.nn.Module:
     """Give the 2:4 layers of an extracted CUDA model torch's semi-structured sparse weights.
 
@@ -88,29 +109,33 @@ def to_semi_structured(model: torch.nn.Module, arch) -> torch.nn.Module:
 
     if not torch.cuda.is_available():
         raise ValueError("2:4 semi-structured kernels need a CUDA device")
+    from search_spaces.layers import Mlp
+
     model = model.to("cuda", torch.bfloat16)
-    for layer, block in zip(arch.layers, model.blocks):
-        if layer.mlp_pattern == "2:4":
-            for linear in (block.mlp.fc1, block.mlp.fc2):
+    for mlp in model.modules():
+        if isinstance(mlp, Mlp) and mlp.pattern == "2:4":
+            for linear in (mlp.fc1, mlp.fc2):
                 linear.weight = torch.nn.Parameter(
                     to_sparse_semi_structured(linear.weight), requires_grad=False
                 )
     return model
 
 
-def sparsify_mlp(
-    fc1_weight: torch.Tensor,  # (hidden, dim)
+def sparsify_pair(
+    fc1_weight: torch.Tensor,  # (hidden, dim) or (hidden, dim, kh, kw)
     fc1_bias: torch.Tensor,  # (hidden,)
-    fc2_weight: torch.Tensor,  # (dim, hidden)
+    fc2_weight: torch.Tensor,  # (dim, hidden) or (dim, hidden, 1, 1)
     pattern: str,
     level: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The MLP's weights under the pattern: masked, or (structured) the important units only."""
+    """A SparsePair's weights under the pattern: masked, or (structured) the important hidden
+    units / channels only (L2 norm of their fc1 row times their fc2 column)."""
     if pattern == "dense":
         return fc1_weight, fc1_bias, fc2_weight
     if pattern == "structured":
         with torch.no_grad():
-            importance = fc1_weight.float().norm(dim=1) * fc2_weight.float().norm(dim=0)
-            units = importance.topk(kept(len(importance), level)).indices.sort().values
+            rows = fc1_weight.float().flatten(1).norm(dim=1)
+            columns = fc2_weight.float().transpose(0, 1).flatten(1).norm(dim=1)
+            units = (rows * columns).topk(kept(len(rows), level)).indices.sort().values
         return fc1_weight[units], fc1_bias[units], fc2_weight[:, units]
-    return apply_mask(fc1_weight, pattern, level), fc1_bias, apply_mask(fc2_weight, pattern, level)
+    return masked(fc1_weight, pattern, level), fc1_bias, masked(fc2_weight, pattern, level)

@@ -1,9 +1,11 @@
-"""Weight-sharing supernet for the vit space (once-for-all style slicing).
+"""Weight-sharing supernets (once-for-all style slicing) for the vit and hybrid spaces.
 
-The supernet stores the largest member's weights (plus one patch embedding per patch size).
-A member runs by slicing every tensor to the member's shapes and calling the static network
-with those views (``torch.func.functional_call``), so the supernet's forward and ``extract``
-share one slicing rule and agree exactly. Gradients flow into the shared tensors.
+A supernet stores the weights of one static network as large as every member in every
+dimension (``max_arch``). A member runs by slicing every tensor to the member's shapes and
+calling the member's static network with those views (``torch.func.functional_call``), so the
+supernet's forward and ``extract`` share one slicing rule and agree exactly. Gradients flow into
+the shared tensors. SparsePair layers (SparseLinear / SparseConv2d) are sliced to their full
+hidden width and then given their sparsity pattern (masks, or the important channels).
 """
 
 from __future__ import annotations
@@ -15,128 +17,203 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from nas.arch import ArchConfig, LayerConfig
-from search_spaces.layers import VisionTransformer, init_weights
-from search_spaces.sparse import sparsify_mlp, to_semi_structured
+from nas.arch import ArchConfig, ConvBlockConfig, HybridArchConfig, LayerConfig, hidden_width
+from search_spaces.layers import Attention, SparsePair, init_weights, static_model
+from search_spaces.sparse import sparsify_pair, to_semi_structured
 
 
-class VitSupernet(nn.Module):
+def _max_layer(largest_hidden: int, dim: int, max_heads: int, attentions: tuple[str, ...]) -> LayerConfig:
+    # Every attention kind's weights are a slice of softmax's (qkv, proj), except slab's extra
+    # depthwise conv: the uniform max block uses slab where the space has it.
+    kind = "slab" if "slab" in attentions else "softmax"
+    return LayerConfig(max_heads, largest_hidden / dim, kind)
+
+
+class Supernet(nn.Module):
+    """Shared weights of ``max_arch``'s static network; members are slices of it."""
+
+    def __init__(self, max_arch: ArchConfig | HybridArchConfig) -> None:
+        super().__init__()
+        self.max_arch = max_arch
+        self.body = static_model(max_arch)
+        init_weights(self.body)
+        self._skeletons: OrderedDict[str, nn.Module] = OrderedDict()
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.body.mean.copy_(mean.view(-1, 1, 1))
+        self.body.std.copy_(std.view(-1, 1, 1))
+
+    def _shared(self, arch) -> dict[str, torch.Tensor]:
+        """Name -> shared full-size tensor, in the member's naming."""
+        return dict(self.body.named_parameters()) | dict(self.body.named_buffers())
+
+    def _problems(self, arch) -> list[str]:
+        """Family-specific reasons ``arch`` is not a member (beyond tensor shapes)."""
+        big = self.max_arch
+        if type(arch) is not type(big):
+            return [f"a {type(arch).__name__}, not a {type(big).__name__}"]
+        if (arch.image_size, arch.in_channels, arch.num_classes, arch.head_dim) != (
+            big.image_size,
+            big.in_channels,
+            big.num_classes,
+            big.head_dim,
+        ):
+            return ["input, classes or head_dim differ"]
+        return []
+
+    def check(self, arch) -> None:
+        """Raise ValueError if ``arch`` is not a member: every tensor must be a slice of a shared one."""
+        problems = self._problems(arch)
+        if not problems:
+            shared, skeleton = self._shared(arch), self._skeleton(arch)
+            full = _full_shapes(skeleton)
+            for name, shape in full.items():
+                if name not in shared:
+                    problems.append(f"{name} has no shared weights (too deep)")
+                elif len(shape) != shared[name].dim() or any(
+                    n > m for n, m in zip(shape, shared[name].shape)
+                ):
+                    problems.append(f"{name} {tuple(shape)} wider than {tuple(shared[name].shape)}")
+                if len(problems) > 3:
+                    break
+            for name, attn in skeleton.named_modules():  # q/k/v parts must each fit, not just their sum
+                if isinstance(attn, Attention) and f"{name}.qkv.weight" in shared:
+                    most = self.body.get_submodule(name).num_heads
+                    if max(attn.num_heads, attn.num_kv_heads) > most:
+                        problems.append(f"{name} has more heads than {most}")
+        if problems:
+            raise ValueError(f"{arch.summary()} is not a member of this supernet: {problems}")
+
+    def _skeleton(self, arch) -> nn.Module:
+        """Parameter-free (meta device) module with the member's structure, LRU-cached."""
+        key = arch.key()
+        if key not in self._skeletons:
+            with torch.device("meta"):
+                self._skeletons[key] = static_model(arch)
+            if len(self._skeletons) > 256:
+                self._skeletons.popitem(last=False)
+        self._skeletons.move_to_end(key)
+        return self._skeletons[key]
+
+    def sliced_state(self, arch) -> dict[str, torch.Tensor]:
+        """The member's state dict as views of the shared tensors (sparsity patterns applied)."""
+        self.check(arch)
+        skeleton, shared = self._skeleton(arch), self._shared(arch)
+        pairs = {name: m for name, m in skeleton.named_modules() if isinstance(m, SparsePair)}
+        paired = {f"{name}.{part}" for name in pairs for part in ("fc1.weight", "fc1.bias", "fc2.weight")}
+        state = {}
+        for name, target in list(skeleton.named_parameters()) + list(skeleton.named_buffers()):
+            if name not in paired:
+                state[name] = _slice(skeleton, name, shared[name], target.shape)
+        for name, pair in pairs.items():  # slice the full hidden width, then apply the pattern
+            p, hidden, dim = f"{name}.", pair.hidden, pair.dim
+            fc1_w, fc1_b, fc2_w = sparsify_pair(
+                shared[p + "fc1.weight"][:hidden, :dim],
+                shared[p + "fc1.bias"][:hidden],
+                shared[p + "fc2.weight"][:dim, :hidden],
+                pair.pattern,
+                pair.level,
+            )
+            state |= {p + "fc1.weight": fc1_w, p + "fc1.bias": fc1_b, p + "fc2.weight": fc2_w}
+        return state
+
+    def forward(self, images: torch.Tensor, arch) -> torch.Tensor:
+        return functional_call(self._skeleton(arch), self.sliced_state(arch), (images,))
+
+    @torch.no_grad()
+    def extract(self, arch, semi_structured: bool = False) -> nn.Module:
+        """A standalone static network with the member's weights copied out.
+
+        N:M and unstructured layers keep dense weights with zeros; structured ones are smaller.
+        ``semi_structured=True`` (CUDA only) gives 2:4 linear layers torch's semi-structured kernels.
+        """
+        state = {name: t.detach().clone() for name, t in self.sliced_state(arch).items()}
+        model = static_model(arch).to(next(self.parameters()).device)
+        model.load_state_dict(state, strict=True)
+        return to_semi_structured(model.eval(), arch) if semi_structured else model.eval()
+
+
+class VitSupernet(Supernet):
+    """The vit space's supernet, plus one patch embedding and position table per patch size."""
+
     def __init__(
         self, largest: ArchConfig, patch_sizes: list[int], attentions: tuple[str, ...] = ("softmax",)
     ) -> None:
-        super().__init__()
-        self.largest = largest
         self.patch_sizes = sorted(patch_sizes)
-        self.max_heads = max(layer.num_heads for layer in largest.layers)
-        self.max_hidden = max(largest.mlp_hidden(layer) for layer in largest.layers)
-        # One uniform max-size block per layer so every member's layer i fits. Every attention
-        # kind's weights are a slice of softmax's (qkv, proj), except slab's extra depthwise conv.
-        kind = "slab" if "slab" in attentions else "softmax"
-        uniform = LayerConfig(self.max_heads, self.max_hidden / largest.embed_dim, kind)
-        self.max_arch = dataclasses.replace(
+        max_heads = max(layer.num_heads for layer in largest.layers)
+        max_hidden = max(largest.mlp_hidden(layer) for layer in largest.layers)
+        uniform = _max_layer(max_hidden, largest.embed_dim, max_heads, attentions)
+        max_arch = dataclasses.replace(
             largest, layers=(uniform,) * largest.depth, patch_size=self.patch_sizes[0]
         )
-        self.body = VisionTransformer(self.max_arch)
-        init_weights(self.body)
-        # Patch embedding and positions depend on the patch size: one set each.
+        super().__init__(max_arch)
+        self.largest, self.max_heads, self.max_hidden = largest, max_heads, max_hidden
         self.patch_embeds = nn.ModuleDict()
         self.pos_embeds = nn.ParameterDict()
         for p in self.patch_sizes:
-            arch_p = dataclasses.replace(self.max_arch, patch_size=p)
+            arch_p = dataclasses.replace(max_arch, patch_size=p)
             self.patch_embeds[str(p)] = nn.Conv2d(largest.in_channels, largest.embed_dim, p, p)
             self.pos_embeds[str(p)] = nn.Parameter(torch.zeros(1, arch_p.num_tokens, largest.embed_dim))
             nn.init.trunc_normal_(self.patch_embeds[str(p)].weight, std=0.02)
             nn.init.zeros_(self.patch_embeds[str(p)].bias)
             nn.init.trunc_normal_(self.pos_embeds[str(p)], std=0.02)
         del self.body.patch_embed, self.body.pos_embed  # replaced by the per-patch-size sets
-        self._skeletons: OrderedDict[str, VisionTransformer] = OrderedDict()
 
     @classmethod
     def from_space(cls, space) -> VitSupernet:
         return cls(space.largest(), list(space.patch_size), tuple(space.attention))
 
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.body.mean.copy_(mean.view(-1, 1, 1))
-        self.body.std.copy_(std.view(-1, 1, 1))
-
-    def check(self, arch: ArchConfig) -> None:
-        """Raise ValueError if ``arch`` is not a member this supernet can run."""
-        big = self.max_arch
-        problems = []
-        if (arch.image_size, arch.in_channels, arch.num_classes) != (
-            big.image_size,
-            big.in_channels,
-            big.num_classes,
-        ):
-            problems.append("input/classes differ")
-        if arch.patch_size not in self.patch_sizes:
+    def _problems(self, arch) -> list[str]:
+        problems = super()._problems(arch)
+        if not problems and arch.patch_size not in self.patch_sizes:
             problems.append(f"patch_size {arch.patch_size} not in {self.patch_sizes}")
-        if arch.embed_dim > big.embed_dim or arch.head_dim != big.head_dim:
-            problems.append("embed_dim/head_dim too large")
-        if arch.depth > big.depth:
-            problems.append(f"depth {arch.depth} > {big.depth}")
-        for layer in arch.layers:
-            if layer.num_heads > self.max_heads or arch.mlp_hidden(layer) > self.max_hidden:
-                problems.append("layer wider than the supernet")
-        if problems:
-            raise ValueError(f"{arch.summary()} is not a member of this supernet: {problems}")
+        return problems
 
-    def _skeleton(self, arch: ArchConfig) -> VisionTransformer:
-        """Parameter-free (meta device) module with the member's structure, LRU-cached."""
-        key = arch.key()
-        if key not in self._skeletons:
-            with torch.device("meta"):
-                self._skeletons[key] = VisionTransformer(arch)
-            if len(self._skeletons) > 256:
-                self._skeletons.popitem(last=False)
-        self._skeletons.move_to_end(key)
-        return self._skeletons[key]
-
-    def sliced_state(self, arch: ArchConfig) -> dict[str, torch.Tensor]:
-        """The member's state dict as views of the shared tensors."""
-        self.check(arch)
-        skeleton = self._skeleton(arch)
-        shared = dict(self.body.named_parameters()) | dict(self.body.named_buffers())
+    def _shared(self, arch) -> dict[str, torch.Tensor]:
         p = str(arch.patch_size)
-        shared["patch_embed.weight"] = self.patch_embeds[p].weight
-        shared["patch_embed.bias"] = self.patch_embeds[p].bias
-        shared["pos_embed"] = self.pos_embeds[p]
-        state = {}
-        for name, target in list(skeleton.named_parameters()) + list(skeleton.named_buffers()):
-            if ".mlp.fc" not in name:
-                state[name] = _slice(skeleton, name, shared[name], target.shape)
-        dim = arch.embed_dim
-        for i, layer in enumerate(arch.layers):  # SparseLinear MLPs: slice, then apply the pattern
-            p, hidden = f"blocks.{i}.mlp.", arch.mlp_hidden(layer)
-            fc1_w, fc1_b, fc2_w = sparsify_mlp(
-                shared[p + "fc1.weight"][:hidden, :dim],
-                shared[p + "fc1.bias"][:hidden],
-                shared[p + "fc2.weight"][:dim, :hidden],
-                layer.mlp_pattern,
-                layer.mlp_sparsity,
+        return super()._shared(arch) | {
+            "patch_embed.weight": self.patch_embeds[p].weight,
+            "patch_embed.bias": self.patch_embeds[p].bias,
+            "pos_embed": self.pos_embeds[p],
+        }
+
+
+class HybridSupernet(Supernet):
+    """The hybrid space's supernet: every stage at its widest, with its most conv and attention
+    blocks, each block as wide as any member's."""
+
+    @classmethod
+    def from_space(cls, space) -> HybridSupernet:
+        largest = space.largest()
+        stages = []
+        for stage in largest.stages:
+            max_expansion = max((b.expansion for b in stage.conv_blocks), default=1.0)
+            max_heads = max((layer.num_heads for layer in stage.attention_blocks), default=1)
+            max_hidden = max(
+                (hidden_width(stage.width, layer.mlp_ratio) for layer in stage.attention_blocks), default=1
             )
-            state |= {
-                p + "fc1.weight": fc1_w,
-                p + "fc1.bias": fc1_b,
-                p + "fc2.weight": fc2_w,
-                p + "fc2.bias": shared[p + "fc2.bias"][:dim],
-            }
-        return state
+            uniform = _max_layer(max_hidden, stage.width, max_heads, tuple(space.attention))
+            stages.append(
+                dataclasses.replace(
+                    stage,
+                    conv_blocks=(ConvBlockConfig(max_expansion),) * len(stage.conv_blocks),
+                    attention_blocks=(uniform,) * len(stage.attention_blocks),
+                )
+            )
+        return cls(dataclasses.replace(largest, stages=tuple(stages)))
 
-    def forward(self, images: torch.Tensor, arch: ArchConfig) -> torch.Tensor:
-        return functional_call(self._skeleton(arch), self.sliced_state(arch), (images,))
 
-    @torch.no_grad()
-    def extract(self, arch: ArchConfig, semi_structured: bool = False) -> VisionTransformer:
-        """A standalone static network with the member's weights copied out.
-
-        N:M and unstructured layers keep dense weights with zeros; structured ones are smaller.
-        ``semi_structured=True`` (CUDA only) gives 2:4 layers torch's semi-structured kernels.
-        """
-        state = {name: t.detach().clone() for name, t in self.sliced_state(arch).items()}
-        model = VisionTransformer(arch).to(next(self.parameters()).device)
-        model.load_state_dict(state, strict=True)
-        return to_semi_structured(model.eval(), arch) if semi_structured else model.eval()
+def _full_shapes(skeleton: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape before sparsity: SparsePair weights at their full hidden width."""
+    tensors = list(skeleton.named_parameters()) + list(skeleton.named_buffers())
+    shapes = {name: tuple(t.shape) for name, t in tensors}
+    for name, pair in skeleton.named_modules():
+        if isinstance(pair, SparsePair):
+            w1, w2 = shapes[f"{name}.fc1.weight"], shapes[f"{name}.fc2.weight"]
+            shapes[f"{name}.fc1.weight"] = (pair.hidden, *w1[1:])
+            shapes[f"{name}.fc1.bias"] = (pair.hidden,)
+            shapes[f"{name}.fc2.weight"] = (w2[0], pair.hidden, *w2[2:])
+    return shapes
 
 
 def _slice(skeleton: nn.Module, name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:

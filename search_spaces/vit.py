@@ -10,34 +10,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from nas.arch import (
-    ACTIVATIONS,
-    ATTENTIONS,
-    PATTERNS,
-    ArchConfig,
-    LayerConfig,
-    pattern_group,
-    pattern_level,
+from nas.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
+from search_spaces.base import (
+    SearchSpace,
+    SpaceError,
+    Sparsity,
+    Suggester,
+    check_choices,
+    check_range,
+    choose,
+    choose_int,
 )
-from search_spaces.base import SearchSpace, Suggester, choose, choose_int
 
-
-class SpaceError(ValueError):
-    """A space definition that cannot be used (the message names the offending key)."""
-
-
-def _check_choices(key: str, values: Sequence, allowed: Sequence | None = None) -> list:
-    values = list(values)
-    if not values:
-        raise SpaceError(f"space.{key}: needs at least one choice")
-    if len(set(map(repr, values))) != len(values):
-        raise SpaceError(f"space.{key}: duplicate choices in {values}")
-    for value in values:
-        if allowed is not None and value not in allowed:
-            raise SpaceError(f"space.{key}: {value!r} is not one of {list(allowed)}")
-        if allowed is None and not (isinstance(value, (int, float)) and value > 0):
-            raise SpaceError(f"space.{key}: {value!r} is not a positive number")
-    return values
+__all__ = ["SpaceError", "VitSpace"]
 
 
 class VitSpace(SearchSpace):
@@ -62,38 +47,24 @@ class VitSpace(SearchSpace):
         self.name = name
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
         # Every choice list is kept cheapest first (see search_spaces.base).
-        self.patch_size = sorted(_check_choices("patch_size", patch_size), reverse=True)
+        self.patch_size = sorted(check_choices("patch_size", patch_size), reverse=True)
         for p in self.patch_size:
             if not isinstance(p, int) or image_size % p:
                 raise SpaceError(
                     f"space.patch_size: {p!r} does not divide the dataset's image size {image_size}"
                 )
-        self.embed_dim = sorted(int(v) for v in _check_choices("embed_dim", embed_dim))
-        depth = list(depth)
-        if len(depth) != 2 or not all(isinstance(d, int) for d in depth) or not (1 <= depth[0] <= depth[1]):
-            raise SpaceError(f"space.depth: expected [min, max] with 1 <= min <= max, got {depth}")
-        self.min_depth, self.max_depth = depth
+        self.embed_dim = sorted(int(v) for v in check_choices("embed_dim", embed_dim))
+        self.min_depth, self.max_depth = check_range("depth", depth)
         if not isinstance(head_dim, int) or head_dim < 1:
             raise SpaceError(f"space.head_dim: expected a positive int, got {head_dim!r}")
         self.head_dim = head_dim
-        self.num_heads = sorted(int(v) for v in _check_choices("num_heads", num_heads))
-        self.mlp_ratio = sorted(float(v) for v in _check_choices("mlp_ratio", mlp_ratio))
-        self.attention = sorted(_check_choices("attention", attention, ATTENTIONS), key=ATTENTIONS.index)
-        self.activation = sorted(_check_choices("activation", activation, ACTIVATIONS), key=ACTIVATIONS.index)
-        self.mlp_pattern = sorted(_check_choices("mlp_pattern", mlp_pattern, PATTERNS), key=PATTERNS.index)
-        levels = _check_choices("mlp_sparsity", mlp_sparsity)
-        if not all(0 < level < 1 for level in levels):
-            raise SpaceError(f"space.mlp_sparsity: levels must be in (0, 1), got {levels}")
-        self.mlp_sparsity = sorted((float(v) for v in levels), reverse=True)  # sparsest = cheapest
-        for pattern in self.mlp_pattern:  # N:M and block need widths that split into groups
-            group = pattern_group(pattern)
-            widths = set(self.embed_dim) | {int(d * r) for d in self.embed_dim for r in self.mlp_ratio}
-            bad = sorted(w for w in widths if w % group)
-            if bad:
-                raise SpaceError(
-                    f"space.mlp_pattern: {pattern} needs widths divisible by {group}; "
-                    f"embed_dim x mlp_ratio gives {bad}"
-                )
+        self.num_heads = sorted(int(v) for v in check_choices("num_heads", num_heads))
+        self.mlp_ratio = sorted(float(v) for v in check_choices("mlp_ratio", mlp_ratio))
+        self.attention = sorted(check_choices("attention", attention, ATTENTIONS), key=ATTENTIONS.index)
+        self.activation = sorted(check_choices("activation", activation, ACTIVATIONS), key=ACTIVATIONS.index)
+        self.mlp = Sparsity("mlp", mlp_pattern, mlp_sparsity)
+        widths = set(self.embed_dim) | {int(d * r) for d in self.embed_dim for r in self.mlp_ratio}
+        self.mlp.check_widths(widths, "embed_dim x mlp_ratio")
 
     def build(self, s: Suggester) -> ArchConfig:
         patch_size = choose(s, "patch_size", self.patch_size)
@@ -105,7 +76,7 @@ class VitSpace(SearchSpace):
                 num_heads=choose(s, f"layer{i}.num_heads", self.num_heads),
                 mlp_ratio=choose(s, f"layer{i}.mlp_ratio", self.mlp_ratio),
                 attention=choose(s, f"layer{i}.attention", self.attention),
-                **self._sparsity(s, i),
+                **self.mlp.choose(s, f"layer{i}"),
             )
             for i in range(depth)
         )
@@ -121,16 +92,10 @@ class VitSpace(SearchSpace):
             space=self.name,
         )
 
-    def _sparsity(self, s: Suggester, i: int) -> dict:
-        """Pattern first; the level is asked only where the pattern leaves it free."""
-        pattern = choose(s, f"layer{i}.mlp_pattern", self.mlp_pattern)
-        level = pattern_level(pattern)
-        if level is None:
-            level = choose(s, f"layer{i}.mlp_sparsity", self.mlp_sparsity)
-        return {"mlp_pattern": pattern, "mlp_sparsity": level}
+    def make_supernet(self):
+        from search_spaces.supernet import VitSupernet
 
-    def _sparsity_options(self) -> int:
-        return sum(1 if pattern_level(p) is not None else len(self.mlp_sparsity) for p in self.mlp_pattern)
+        return VitSupernet.from_space(self)
 
     def width_depth_extremes(self) -> tuple[ArchConfig, ArchConfig]:
         """(widest at the least depth, narrowest at the most depth): the width-vs-depth range."""
@@ -150,11 +115,9 @@ class VitSpace(SearchSpace):
             "layer<i>.mlp_ratio": str(self.mlp_ratio),
             "layer<i>.attention": str(self.attention),
             "activation": str(self.activation),
-            "layer<i>.mlp_pattern": str(self.mlp_pattern),
-            "layer<i>.mlp_sparsity": f"{self.mlp_sparsity} (unstructured, block, structured)",
-        }
+        } | self.mlp.axes("layer<i>")
 
     def size(self) -> int:
-        per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention) * self._sparsity_options()
+        per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention) * self.mlp.options()
         fixed = len(self.patch_size) * len(self.embed_dim) * len(self.activation)
         return fixed * sum(per_layer**d for d in range(self.min_depth, self.max_depth + 1))

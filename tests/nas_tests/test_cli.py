@@ -17,7 +17,7 @@ def assert_one_line_error(result, *fragments):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["+space=hexagon"], ["unknown space 'hexagon'", "valid: tiny, vit"]),
+        (["+space=hexagon"], ["unknown space 'hexagon'", "valid: hybrid, tiny, vit"]),
         (["+space=tiny", "sampler=annealing"], ["unknown sampler", "nsga2, random, tpe"]),
         (["+space=tiny", "dataset=imagenet"], ["unknown dataset", "cifar10", "embedded", "fashion_mnist"]),
         (["+space=tiny", "profiler=stopwatch"], ["unknown profiler", "flops, onnxruntime"]),

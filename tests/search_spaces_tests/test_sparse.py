@@ -10,7 +10,7 @@ import torch
 from latency_models.onnxruntime import OnnxRuntimeProfiler
 from nas.arch import PATTERNS, ArchError, LayerConfig
 from nas.onnx_io import to_onnx
-from search_spaces.sparse import apply_mask, mask_for, sparsify_mlp
+from search_spaces.sparse import apply_mask, mask_for, sparsify_pair
 from search_spaces.supernet import VitSupernet
 from search_spaces.vit import SpaceError, VitSpace
 from tests.conftest import VIT
@@ -59,7 +59,7 @@ def test_structured_removes_whole_units_by_importance():
     torch.manual_seed(0)
     fc1_w, fc1_b, fc2_w = torch.randn(64, 16), torch.randn(64), torch.randn(16, 64)
     fc1_w[7] *= 10  # clearly the most important unit
-    w1, b1, w2 = sparsify_mlp(fc1_w, fc1_b, fc2_w, "structured", 0.75)
+    w1, b1, w2 = sparsify_pair(fc1_w, fc1_b, fc2_w, "structured", 0.75)
     assert w1.shape == (16, 16) and b1.shape == (16,) and w2.shape == (16, 16)
     assert any(torch.equal(row, fc1_w[7]) for row in w1)
 

@@ -98,13 +98,32 @@ class VitSpace(SearchSpace):
         return VitSupernet.from_space(self)
 
     def width_depth_extremes(self) -> tuple[ArchConfig, ArchConfig]:
-        """(widest at the least depth, narrowest at the most depth): the width-vs-depth range."""
-        wide, narrow = self.largest(), self.smallest()
-        deep_layer = dataclasses.replace(narrow.layers[0], attention=wide.layers[0].attention)
-        return (
-            dataclasses.replace(wide, layers=wide.layers[: self.min_depth]),
-            dataclasses.replace(narrow, layers=(deep_layer,) * self.max_depth, patch_size=wide.patch_size),
-        )
+        """The width-vs-depth range at comparable size: the widest member at the least depth,
+        and the narrowest embed_dim at the most depth with the per-layer heads and MLP ratio
+        that bring its parameter count closest to the wide one's."""
+        import torch
+
+        from latency_models.flops import count_params
+        from search_spaces.layers import static_model
+
+        wide = self.largest()
+        wide = dataclasses.replace(wide, layers=wide.layers[: self.min_depth])
+
+        def params(arch: ArchConfig) -> int:
+            with torch.device("meta"):
+                return count_params(static_model(arch))
+
+        deep_members = [
+            dataclasses.replace(
+                wide,
+                embed_dim=self.embed_dim[0],
+                layers=(dataclasses.replace(wide.layers[0], num_heads=h, mlp_ratio=r),) * self.max_depth,
+            )
+            for h in self.num_heads
+            for r in self.mlp_ratio
+        ]
+        target = params(wide)
+        return wide, min(deep_members, key=lambda arch: abs(params(arch) - target))
 
     def axes(self) -> dict[str, str]:
         return {

@@ -41,6 +41,36 @@ VIT = dict(
     activation=["relu", "gelu"],
 )
 
+# A small hybrid space with every conv pattern and several attention kinds.
+HYBRID = dict(
+    name="hybrid_test",
+    image_size=28,
+    in_channels=1,
+    num_classes=10,
+    stages=[
+        {"width": [8, 16], "conv_blocks": [1, 2], "attention_blocks": [0, 0]},
+        {"width": [16, 24], "conv_blocks": [0, 1], "attention_blocks": [0, 1]},
+        {"width": [24, 32], "conv_blocks": [0, 1], "attention_blocks": [1, 2]},
+    ],
+    expansion=[1, 2],
+    head_dim=8,
+    num_heads=[1, 2],
+    mlp_ratio=[1, 2],
+    attention=["pool", "linear", "slab", "local", "sqa", "softmax"],
+    activation=["relu", "gelu"],
+    conv_pattern=["dense", "unstructured", "2:4", "4:8", "block", "structured"],
+    conv_sparsity=[0.5, 0.75],
+    mlp_pattern=["dense", "2:4", "structured"],
+    mlp_sparsity=[0.5],
+)
+
+
+@pytest.fixture
+def hybrid_space():
+    from search_spaces.hybrid import HybridSpace
+
+    return HybridSpace(**HYBRID)
+
 
 @pytest.fixture
 def tiny_space():

@@ -70,13 +70,19 @@ def test_spaces_lists_axes_and_sizes(tmp_path):
     assert result.returncode == 0, result.stderr
     for fragment in (
         "vit",
-        "1,333,800",
         "tiny",
         "576",
         "layer<i>.attention",
+        "'sqa'",
         "patch_size",
         "width vs depth",
         "p4 d96 L1 [4h/4x/sm] gelu: 106,954 params",
+        "108,298 params",  # six layers of d48 at a comparable size
+        "hybrid",
+        "stage0 (14x14)",
+        "stage2 (4x4)",
+        "conv<j>.conv_pattern",
+        "attn<j>.mlp_pattern",
     ):
         assert fragment in result.stdout
 
@@ -109,5 +115,39 @@ def test_misspelt_user_space_names_file_and_key(tmp_path, line, fragments):
     path = tmp_path / "myconf" / "space" / "mine.yaml"
     path.write_text("\n".join(lines) + "\n")
     result = run_nas("search", "+space=mine", "--config-dir", "myconf", cwd=tmp_path)
+    assert_one_line_error(result, *fragments, str(path))
+    assert not (tmp_path / "nas.db").exists()
+
+
+HYBRID_USER_SPACE = """\
+_target_: search_spaces.hybrid.HybridSpace
+name: myhybrid
+stages:
+  - {width: [16], conv_blocks: [1, 1], attention_blocks: [0, 0]}
+  - {width: [32], conv_blocks: [0, 1], attention_blocks: [1, 1]}
+expansion: [2]
+head_dim: 8
+num_heads: [1]
+mlp_ratio: [2]
+attention: [softmax]
+activation: [relu]
+"""
+
+
+@pytest.mark.parametrize(
+    "old, new, fragments",
+    [
+        ("conv_blocks: [0, 1]", "conv_block: [0, 1]", ["space.stages[1]", "unknown key 'conv_block'"]),
+        ("attention: [softmax]", "attention: [softmax, sparse]", ["space.attention", "'sparse'"]),
+        ("expansion: [2]", "expansion: [2]\nconv_pattern: [dense, 2:4]", ["space.conv_pattern", '"2:4"']),
+        ("expansion: [2]", "expansion: [2]\nconv_sparsity: [0.5, 2]", ["space.conv_sparsity"]),
+    ],
+)
+def test_misspelt_user_hybrid_space_names_file_and_key(tmp_path, old, new, fragments):
+    (tmp_path / "myconf" / "space").mkdir(parents=True)
+    path = tmp_path / "myconf" / "space" / "myhybrid.yaml"
+    assert old in HYBRID_USER_SPACE
+    path.write_text(HYBRID_USER_SPACE.replace(old, new))
+    result = run_nas("search", "+space=myhybrid", "--config-dir", "myconf", cwd=tmp_path)
     assert_one_line_error(result, *fragments, str(path))
     assert not (tmp_path / "nas.db").exists()

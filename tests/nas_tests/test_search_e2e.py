@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import onnxruntime as ort
 import optuna
 import pytest
@@ -190,3 +191,27 @@ def test_sparsity_aware_three_objective_search(tmp_path):
         if any(layer["mlp_pattern"] in ("2:4", "unstructured") for layer in layers):
             assert t.user_attrs["nonzero_params"] < t.user_attrs["params"]
     assert (tmp_path / "sparse_tiny-fashion_mnist_6k_pareto.png").exists()
+
+
+def test_hybrid_space_searches_resumes_and_exports(tmp_path):
+    args = ["+space=hybrid", "supernet.epochs=1", "n_trials=6", "profiler.runs=5", "profiler.warmup=2"]
+    result = run_nas("search", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="hybrid-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 6
+    for t in trials:
+        stages = t.user_attrs["arch"]["stages"]
+        assert len(stages) == 3 and stages[0]["attention_blocks"] == []  # 14x14: conv only
+        assert 1 <= len(stages[2]["attention_blocks"]) <= 2
+        assert 0 <= t.user_attrs["activation_sparsity"] < 1 and t.user_attrs["params"] > 0
+    assert "is complete" in run_nas("search", *args, cwd=tmp_path).stdout
+
+    best = max(trials, key=lambda t: t.values[0])
+    exported = run_nas("export", *args, f"trial={best.number}", "out_dir=out", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "onnx.checker passed" in exported.stdout
+    assert yaml.safe_load((tmp_path / "out" / "arch.yaml").read_text()) == best.user_attrs["arch"]
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    (logits,) = session.run(None, {"images": np.random.rand(2, 1, 28, 28).astype("float32")})
+    assert logits.shape == (2, 10)

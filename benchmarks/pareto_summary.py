@@ -57,12 +57,14 @@ def band_row(name: str, members: list) -> str:
     top1 = [t.user_attrs["top1"] for t in members]
     depth = [len(a["layers"]) for a in archs]
     patterns = [
-        layer["mlp_pattern"] if layer["mlp_pattern"] in ("dense", "2:4", "4:8") else f"{layer['mlp_pattern']} {layer['mlp_sparsity']:g}"
+        layer["mlp_pattern"] + ("" if ":" in layer["mlp_pattern"] else f" {layer['mlp_sparsity']:g}")
         for layer in layers
     ]
+    patterns = [p.replace("dense 0", "dense") for p in patterns]
     return (
         f"| {name} | {len(members)} | {min(lat):.3f}–{max(lat):.3f} | {min(top1):.1f}–{max(top1):.1f} | "
-        f"{min(depth)}–{max(depth)} (median {statistics.median(depth):g}) | {count(a['embed_dim'] for a in archs)} | "
+        f"{min(depth)}–{max(depth)} (median {statistics.median(depth):g}) | "
+        f"{count(a['embed_dim'] for a in archs)} | "
         f"{count(a['patch_size'] for a in archs)} | {count(layer['attention'] for layer in layers)} | "
         f"{count(patterns)} | {count(a['activation'] for a in archs)} |"
     )
@@ -75,7 +77,9 @@ def main() -> None:
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     studies = {
-        name: optuna.load_study(study_name=name, storage=args.storage).get_trials(states=(TrialState.COMPLETE,))
+        name: optuna.load_study(study_name=name, storage=args.storage).get_trials(
+            states=(TrialState.COMPLETE,)
+        )
         for name in args.study
     }
     everything = [t for trials in studies.values() for t in trials]
@@ -84,7 +88,10 @@ def main() -> None:
         min(t.user_attrs["top1"] for t in everything),
     )
     print(f"Reference point: latency {reference[0]:.3f} ms, top-1 {reference[1]:.2f} %\n")
-    print("| study | trials | unique architectures | front size | hypervolume (ms x %) | best top-1 | fastest ms |")
+    print(
+        "| study | trials | unique architectures | front size | hypervolume (ms x %) | best top-1 "
+        "| fastest ms |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     fronts = {}
     for name, trials in studies.items():

@@ -248,6 +248,37 @@ def test_sparse_conv_masks_are_what_they_claim(hybrid_space, supernet, pattern, 
                 assert set(blocks.unique().tolist()) <= {0, 16}
 
 
+def assert_exports_exactly(supernet, arch):
+    model = supernet.extract(arch)
+    images = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(images)
+        torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
+    session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
+    (got,) = session.run(None, {"images": images.numpy()})
+    assert np.abs(got - expected.numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "pattern, level",
+    [("dense", 0.0), ("unstructured", 0.5), ("2:4", 0.5), ("block", 0.5), ("structured", 0.75)],
+)
+def test_every_conv_pattern_extracts_and_exports(hybrid_space, supernet, pattern, level):
+    assert_exports_exactly(supernet, with_conv(hybrid_space.largest(), pattern, level))
+
+
+@pytest.mark.parametrize("kind", HYBRID["attention"] + ["none", "gqa", "mqa"])
+def test_every_attention_variant_in_low_resolution_stages(hybrid_space, supernet, kind):
+    arch = hybrid_space.largest()  # attention on 7x7 and 4x4 maps
+    stages = tuple(
+        dataclasses.replace(
+            st, attention_blocks=tuple(dataclasses.replace(b, attention=kind) for b in st.attention_blocks)
+        )
+        for st in arch.stages
+    )
+    assert_exports_exactly(supernet, dataclasses.replace(arch, stages=stages))
+
+
 def test_conv_gradients_respect_slices_and_masks(hybrid_space, supernet):
     arch = with_conv(hybrid_space.smallest(), "2:4", 0.5)
     supernet.train()

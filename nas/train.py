@@ -29,7 +29,7 @@ from search_spaces.supernet import Supernet
 
 @dataclass(frozen=True)
 class Recipe:
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -1,7 +1,8 @@
-"""Supernet training with the sandwich rule and in-place distillation (BigNAS / AutoFormer).
+"""Supernet training with the sandwich rule (BigNAS / AutoFormer), in-place distillation optional.
 
-Each step trains the largest member on the labels, then the smallest and ``num_random`` seeded
-random members on the largest member's soft predictions. Checkpoints are written atomically
+Each step trains the largest member, the smallest and ``num_random`` seeded random members on
+the labels (with ``distill=True`` the smaller members learn from the largest member's soft
+predictions instead; in the short default recipe that hurt, see BENCHMARKS.md). Checkpoints are written atomically
 every ``checkpoint_every_s`` seconds, so a killed run resumes where it stopped; the finished
 supernet is cached under a key of (space, data, split, recipe) and reused by later searches.
 """
@@ -36,7 +37,7 @@ class Recipe:
     warmup_epochs: float = 1.0
     num_random: int = 2  # random members per step besides the largest and smallest
     label_smoothing: float = 0.1
-    distill: bool = True  # smaller members learn from the largest's soft predictions
+    distill: bool = False  # True: smaller members learn from the largest's soft predictions
     seed: int = 0
 
     def lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:

@@ -2,9 +2,10 @@
 
 Each step trains the largest member, the smallest and ``num_random`` seeded random members on
 the labels (with ``distill=True`` the smaller members learn from the largest member's soft
-predictions instead; in the short default recipe that hurt, see BENCHMARKS.md). Checkpoints are written atomically
-every ``checkpoint_every_s`` seconds, so a killed run resumes where it stopped; the finished
-supernet is cached under a key of (space, data, split, recipe) and reused by later searches.
+predictions instead; in the short default recipe that hurt, see BENCHMARKS.md). Checkpoints
+are written atomically every ``checkpoint_every_s`` seconds, so a killed run resumes where it
+stopped; the finished supernet is cached under a key of (space, data, split, recipe) and reused
+by later searches.
 """
 
 from __future__ import annotations

@@ -235,9 +235,9 @@ class SearchSpace(abc.ABC):
             raise ValueError(f"params not used by space {self.name!r}: {sorted(extra)}")
         return arch
 
+    @abc.abstractmethod
     def make_supernet(self) -> Any:
         """The weight-sharing supernet holding every member (search_spaces.supernet)."""
-        raise NotImplementedError(f"space {self.name!r} has no supernet")
 
     def params_of(self, suggester: Suggester) -> tuple[ArchConfig, dict[str, Any]]:
         """Build with ``suggester`` and also return the params that describe the member."""

@@ -93,6 +93,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def assert_extracts_and_exports(supernet, arch, images) -> None:
+    """The extracted module equals the supernet's member, and ONNX Runtime agrees with torch."""
+    import numpy as np
+    import torch
+
+    from latency_models.onnxruntime import OnnxRuntimeProfiler
+    from nas.onnx_io import to_onnx
+
+    model = supernet.extract(arch)
+    with torch.no_grad():
+        expected = model(images)
+        torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
+    session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
+    (got,) = session.run(None, {"images": images.numpy()})
+    assert np.abs(got - expected.numpy()).max() < 1e-4
+
+
 def run_nas(
     *args: str, cwd: Path, timeout: float = 300, extra_path: Path | None = None
 ) -> subprocess.CompletedProcess:

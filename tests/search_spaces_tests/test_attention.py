@@ -3,17 +3,14 @@
 import dataclasses
 import random
 
-import numpy as np
 import pytest
 import torch
 
-from latency_models.onnxruntime import OnnxRuntimeProfiler
 from nas.arch import ATTENTIONS
-from nas.onnx_io import to_onnx
 from search_spaces.layers import Attention, Pooling, local_mask
 from search_spaces.supernet import VitSupernet
 from search_spaces.vit import VitSpace
-from tests.conftest import VIT
+from tests.conftest import VIT, assert_extracts_and_exports
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +41,7 @@ def test_variant_extracts_exactly_and_exports(space, supernet, kind):
     for arch in [with_attention(space.largest(), kind)] + [
         with_attention(space.sample(rng), kind) for _ in range(3)
     ]:
-        model = supernet.extract(arch)
-        with torch.no_grad():
-            expected = model(images)
-            torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
-        session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
-        (got,) = session.run(None, {"images": images.numpy()})
-        assert np.abs(got - expected.numpy()).max() < 1e-4
+        assert_extracts_and_exports(supernet, arch, images)
 
 
 def test_kv_heads_of_grouped_and_multi_query_attention():

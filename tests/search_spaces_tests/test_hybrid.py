@@ -4,19 +4,16 @@ import dataclasses
 import json
 import random
 
-import numpy as np
 import optuna
 import pytest
 import torch
 
-from latency_models.onnxruntime import OnnxRuntimeProfiler
 from nas.arch import ArchError, ConvBlockConfig, HybridArchConfig, LayerConfig, arch_from_dict
-from nas.onnx_io import to_onnx
 from search_spaces.hybrid import HybridSpace
 from search_spaces.layers import ConvMlp, Downsample, HybridNet
 from search_spaces.supernet import HybridSupernet
 from search_spaces.vit import SpaceError
-from tests.conftest import HYBRID
+from tests.conftest import HYBRID, assert_extracts_and_exports
 
 
 def small_arch(**overrides) -> HybridArchConfig:
@@ -192,15 +189,13 @@ def test_extracted_hybrid_equals_supernet_and_exports(hybrid_space, supernet):
         hybrid_space.sample(rng) for _ in range(20)
     ]
     for i, arch in enumerate(members):
+        if i < 6:  # also through ONNX Runtime
+            assert_extracts_and_exports(supernet, arch, images)
+            continue
         model = supernet.extract(arch)
         assert isinstance(model, HybridNet)
         with torch.no_grad():
-            expected = model(images)
-            torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
-        if i < 6:  # ONNX Runtime agrees with torch
-            session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
-            (got,) = session.run(None, {"images": images.numpy()})
-            assert np.abs(got - expected.numpy()).max() < 1e-4
+            torch.testing.assert_close(supernet(images, arch), model(images), rtol=0, atol=1e-5)
 
 
 def with_conv(arch, pattern, level):
@@ -249,14 +244,7 @@ def test_sparse_conv_masks_are_what_they_claim(hybrid_space, supernet, pattern, 
 
 
 def assert_exports_exactly(supernet, arch):
-    model = supernet.extract(arch)
-    images = torch.rand(2, 1, 28, 28)
-    with torch.no_grad():
-        expected = model(images)
-        torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
-    session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
-    (got,) = session.run(None, {"images": images.numpy()})
-    assert np.abs(got - expected.numpy()).max() < 1e-4
+    assert_extracts_and_exports(supernet, arch, torch.rand(2, 1, 28, 28))
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,12 @@ A profiler turns an ArchConfig into a LatencyResult. Contract:
 * ``measure(arch, model=None)`` -- the figure for ``arch``. ``model`` is the static network
   when the caller already has it (e.g. extracted from the supernet); a profiler must not depend
   on its weights, so it may build a fresh one with ``search_spaces.layers.build_model``.
+* ``measured`` -- True for a profiler that times real runs: its figures hold only for the
+  hardware fingerprint they were taken on, and are cached in SQL (latency_models.cache).
+  Measured profilers also offer ``measure_module(module, input_shape)``, which the learned
+  predictor uses to time single blocks.
+
+A conformance check for new profilers is ``latency_models.conformance.check_profiler``.
 
 Profilers are found by name: built-ins register with ``@register_profiler``; other installed
 packages add theirs through the ``nas.latency_models`` entry-point group.
@@ -16,6 +22,7 @@ packages add theirs through the ``nas.latency_models`` entry-point group.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +44,8 @@ class LatencyResult:
     n_warmup: int = 0
     n_runs: int = 1
     batch_size: int = 1
+    input_shape: tuple[int, ...] = ()  # without the batch axis
+    background_load: float = 0.0  # other processes' CPU load (cores) while it was measured
 
     @property
     def cv(self) -> float:
@@ -56,14 +65,28 @@ class LatencyResult:
             **kwargs,
         )
 
+    @classmethod
+    def from_rounds(cls, rounds: Sequence[Sequence[float]], **kwargs: Any) -> LatencyResult:
+        """Median of the round medians (robust to a burst that slows one round); p90, mean and
+        spread over all calls."""
+        result = cls.from_samples([x for r in rounds for x in r], **kwargs)
+        median = statistics.median(statistics.median(r) for r in rounds)
+        return dataclasses.replace(result, median=median, p90=max(result.p90, median))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"cv": self.cv}
+        return asdict(self) | {"input_shape": list(self.input_shape), "cv": self.cv}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyResult:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**fields | {"input_shape": tuple(data.get("input_shape", ()))})
 
 
 @runtime_checkable
 class LatencyProfiler(Protocol):
     name: str
     unit: str
+    measured: bool
 
     def settings(self) -> dict[str, Any]: ...
 
@@ -101,3 +124,36 @@ def create_profiler(name: str, **settings: Any) -> LatencyProfiler:
     if name not in _REGISTRY:
         raise KeyError(f"unknown profiler {name!r}; valid: {', '.join(list_profilers())}")
     return _REGISTRY[name](**settings)
+
+
+def profiler_key(profiler: LatencyProfiler) -> str:
+    """What a figure depends on besides architecture and hardware: name, unit and settings."""
+    import json
+
+    return json.dumps(
+        {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
+        sort_keys=True,
+        default=str,
+    )
+
+
+def input_shape_for(arch: ArchConfig, image_size: int | None) -> ArchConfig:
+    """``arch`` at the profiler's ``image_size`` setting (the deployment resolution), if any."""
+    if not image_size or image_size == arch.image_size:
+        return arch
+    import dataclasses
+
+    from nas.arch import ArchError
+
+    try:
+        return dataclasses.replace(arch, image_size=image_size)
+    except ArchError as e:
+        raise ValueError(f"profiler.image_size: {image_size} does not fit {arch.summary()}: {e}") from None
+
+
+def measure_arch(profiler: LatencyProfiler, arch: Any, model: Any = None, cache: Any = None):
+    """``profiler.measure(arch, model)``, through ``cache`` (a latency_models.cache.LatencyCache)
+    for measured profilers. Returns (result, True when it came from the cache)."""
+    if cache is None or not getattr(profiler, "measured", False):
+        return profiler.measure(arch, model), False
+    return cache.measure(profiler, arch.key(), arch.to_json(), lambda: profiler.measure(arch, model))

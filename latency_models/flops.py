@@ -40,6 +40,7 @@ class FlopsProfiler:
     """``metric=flops`` gives MFLOPs per forward pass; ``metric=params`` gives M parameters."""
 
     name = "flops"
+    measured = False
 
     def __init__(self, metric: str = "flops", batch_size: int = 1) -> None:
         if metric not in ("flops", "params"):

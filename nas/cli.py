@@ -23,6 +23,12 @@ commands:
                nas spaces
   dashboard  serve optuna-dashboard on the study storage
                nas dashboard [port=8080]
+  profile    measure one architecture and print its latency statistics
+               nas profile arch=export/vit-trial7/arch.yaml [profiler=torch]   (or trial=7)
+  latency    the learned latency predictor of a space, for this hardware
+               nas latency fit +space=vit [profiler=onnxruntime] [n_samples=200]
+               nas latency eval +space=vit [n_samples=200]
+               then: nas search +space=vit profiler=predictor
 
 options:
   --config-dir DIR  also read config groups (e.g. DIR/space/myspace.yaml) from DIR
@@ -30,7 +36,8 @@ options:
 
 keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, device, cache_dir,
   dataset=embedded|fashion_mnist|cifar10|imagefolder, sampler=random|tpe|nsga2,
-  profiler=onnxruntime|flops, supernet.<recipe key>, trial, latency_budget_ms, out_dir
+  profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet.<recipe key>, trial,
+  latency_budget_ms, out_dir, arch, n_samples, predictor
 """
 
 
@@ -100,12 +107,27 @@ def _dashboard(cfg, config_dirs, console) -> int:
     return 0
 
 
+def _profile(cfg, config_dirs, console) -> int:
+    from nas.latency import run_profile
+
+    return run_profile(cfg, config_dirs, console)
+
+
+def _latency(cfg, config_dirs, console, action: str) -> int:
+    from nas.latency import run_eval, run_fit
+
+    return {"fit": run_fit, "eval": run_eval}[action](cfg, config_dirs, console)
+
+
 COMMANDS: dict[str, Callable] = {
     "search": _search,
     "export": _export,
     "spaces": _spaces,
     "dashboard": _dashboard,
+    "profile": _profile,
+    "latency": _latency,
 }
+SUBCOMMANDS = {"latency": ("fit", "eval")}
 
 
 def _split_options(args: list[str]) -> tuple[list[str], list[str], bool]:
@@ -135,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in rest):
         print(USAGE, end="")
         return 0
+    action = None
+    if command in SUBCOMMANDS:
+        valid = SUBCOMMANDS[command]
+        if not rest or rest[0] not in valid:
+            got = repr(rest[0]) if rest else "none"
+            print(f"nas: error: nas {command} needs one of {', '.join(valid)}; got {got}", file=sys.stderr)
+            return 2
+        action, rest = rest[0], rest[1:]
     from rich.console import Console
 
     from nas.errors import UserError
@@ -153,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(OmegaConf.to_yaml(cfg), end="")
             return 0
+        if action:
+            return COMMANDS[command](cfg, config_dirs, console, action)
         return COMMANDS[command](cfg, config_dirs, console)
     except UserError as e:
         print(f"nas {command}: error: {e}", file=sys.stderr)

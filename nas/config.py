@@ -24,13 +24,19 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
         if config_dirs
         else []
     )
+    overrides = plugin_overrides(list(overrides), config_dirs)
     try:
         with initialize_config_module(config_module="conf", version_base="1.3"):
             return hydra_compose(config_name="config", overrides=extra + list(overrides))
     except MissingConfigException as e:
         group = Path(e.missing_cfg_file or "").parent.name or "config"
         name = Path(e.missing_cfg_file or "").name
-        valid = ", ".join(sorted(e.options or [])) or "none"
+        options = set(e.options or [])
+        if group == "profiler":  # installed plugins are selected the same way
+            from importlib.metadata import entry_points
+
+            options = (options - {"plugin"}) | {ep.name for ep in entry_points(group="nas.latency_models")}
+        valid = ", ".join(sorted(options)) or "none"
         raise UserError(f"unknown {group} {name!r}; valid: {valid}") from None
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
@@ -40,6 +46,32 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
         elif "No match in the defaults list" in str(e) and "space" in str(e):
             first = "space is chosen with a plus sign: +space=NAME"
         raise UserError(first) from None
+
+
+def plugin_overrides(overrides: list[str], config_dirs: list[str] = ()) -> list[str]:
+    """``profiler=NAME`` for a profiler that an installed package registers through the
+    ``nas.latency_models`` entry points (no YAML of ours): the generic ``plugin`` config with
+    ``name=NAME``, and its ``profiler.KEY=VALUE`` settings added to it."""
+    chosen = [o for o in overrides if o.startswith("profiler=")]
+    if not chosen:
+        return overrides
+    name = chosen[-1].split("=", 1)[1]
+    if name in group_options("profiler", config_dirs):
+        return overrides
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name for ep in entry_points(group="nas.latency_models")}
+    if name not in plugins:
+        return overrides  # Hydra reports the unknown option, with the valid ones
+    rewritten = []
+    for o in overrides:
+        if o.startswith("profiler="):
+            rewritten += ["profiler=plugin", f"profiler.name={name}"]
+        elif o.startswith("profiler.") and not o.startswith("profiler.name="):
+            rewritten.append("+" + o)
+        else:
+            rewritten.append(o)
+    return rewritten
 
 
 def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:

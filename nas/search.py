@@ -66,11 +66,16 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or not objectives or len(set(objectives)) != len(objectives):
         raise UserError(f"objectives: {objectives} must be distinct names from: {', '.join(OBJECTIVES)}")
+    if cfg.profiler.get("name") == "predictor" and not cfg.profiler.get("path"):
+        from nas.latency import find_predictor
+
+        cfg.profiler.path = str(find_predictor(cfg.cache_dir, space.name))
     profiler = instantiate("profiler", cfg.profiler)
     recipe = instantiate("supernet", cfg.supernet)
     split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
     train_idx, val_idx = data.split(**split)
-    from nas.hardware import fingerprint, fingerprint_id
+    from latency_models.cache import hardware_for
+    from nas.hardware import fingerprint
     from nas.train import supernet_key
 
     identity = {
@@ -81,7 +86,9 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         "supernet_key": supernet_key(space_config, data, split, recipe),
         "objectives": objectives,
         "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
-        "hardware": fingerprint_id() if profiler.unit == "ms" else "any",
+        "hardware": getattr(profiler, "predictor", None).hardware_id
+        if profiler.name == "predictor"
+        else hardware_for(profiler)[0],
         "hardware_info": fingerprint(),
     }
     study_name = cfg.study_name or f"{space.name}-{data.name}"
@@ -230,27 +237,67 @@ def run_search(setup: Setup, console) -> int:
         )
         return 1
     n_done = len(completed(study))
-    console.print(f"{n_done} completed trials in {time.perf_counter() - t0:.0f} s.")
+    console.print(
+        f"{n_done} completed trials in {time.perf_counter() - t0:.0f} s "
+        f"({objective.cache.misses} latency measurements, {objective.cache.hits} from the latency table)."
+    )
     rows = print_pareto(study, console)
+    if setup.profiler.name == "predictor":
+        check_front(study, setup.profiler, objective.cache, console)
     csv_path, png_path = write_pareto_files(study, rows, folder)
     written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
     console.print(f"Pareto front written to {written}")
     return 0
 
 
+def check_front(study, profiler, cache, console) -> None:
+    """Measure the Pareto front of a predictor-driven search and compare with the predictions
+    (stored as the study attribute ``front_check``)."""
+    from rich.table import Table
+
+    from latency_models._base import measure_arch
+    from nas.study import pareto_rows, trial_arch
+
+    numbers = {t.number: t for t in study.trials}
+    table = Table(title="Pareto front: predicted vs measured latency")
+    for column in ("trial", "predicted ms", "measured ms", "error"):
+        table.add_column(column, justify="right")
+    checks = []
+    for row in pareto_rows(study):
+        arch = trial_arch(numbers[row["trial"]])
+        measured, _ = measure_arch(profiler.reference, arch, None, cache)
+        predicted = numbers[row["trial"]].user_attrs["latency"]["median"]
+        error = predicted / measured.median - 1
+        checks.append(
+            {"trial": row["trial"], "predicted": predicted, "measured": measured.median, "error": error}
+        )
+        table.add_row(str(row["trial"]), f"{predicted:.4f}", f"{measured.median:.4f}", f"{error:+.1%}")
+    console.print(table)
+    if checks:
+        worst = max(abs(c["error"]) for c in checks)
+        within = sum(abs(c["error"]) <= 0.1 for c in checks)
+        console.print(f"Front: {within} of {len(checks)} within ±10 % of measured; worst {worst:.1%}.")
+        study.set_user_attr("front_check", checks)
+
+
 class Objective:
     """Scores one trial: inherited top-1 on the validation split, and measured latency."""
 
     def __init__(self, setup: Setup, supernet, study) -> None:
+        from latency_models.cache import LatencyCache
         from nas.study import completed
 
         self.setup, self.supernet = setup, supernet
+        self.cache = LatencyCache(setup.cfg.storage)
+        if setup.profiler.name == "predictor":
+            setup.profiler.cache = self.cache  # blocks it lacks are measured through the table
         self.val_images = setup.data.images[setup.val_idx]
         self.val_labels = setup.data.labels[setup.val_idx]
         # Architectures already scored in this study: a repeat suggestion reuses the figures.
         self.seen = {t.user_attrs["arch_key"]: t for t in completed(study) if "arch_key" in t.user_attrs}
 
     def __call__(self, trial) -> tuple[float, ...]:
+        from latency_models._base import measure_arch
         from latency_models.flops import count_flops, count_nonzero_params, count_params
         from nas.hardware import fingerprint
         from nas.study import objective_value
@@ -271,7 +318,12 @@ class Objective:
             flops = count_flops(model, arch.input_shape)
             eval_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            latency = self.setup.profiler.measure(arch, model)
+            profiler = self.setup.profiler
+            latency, from_table = measure_arch(profiler, arch, model, self.cache)
+            check = None
+            if profiler.name == "predictor" and profiler.wants_measurement(arch):
+                check, _ = measure_arch(profiler.reference, arch, model, self.cache)
+                profiler.add_measurement(arch, check.median)
             latency_seconds = time.perf_counter() - start
         except Exception as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
@@ -288,11 +340,19 @@ class Objective:
             "flops": flops,
             "macs": flops // 2,
             "latency": latency.to_dict(),
+            "latency_source": "table"
+            if from_table
+            else "measured"
+            if getattr(profiler, "measured", False)
+            else "computed",
             "profiler": {"name": self.setup.profiler.name, "settings": self.setup.profiler.settings()},
             "hardware": fingerprint(),
             "eval_seconds": round(eval_seconds, 4),
             "latency_seconds": round(latency_seconds, 4),
         }
+        if check is not None:
+            attrs["latency_measured"] = check.to_dict()
+            attrs["latency_error"] = round(latency.median / check.median - 1, 5)
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
         if not (top1 == top1 and latency.median == latency.median):  # NaN

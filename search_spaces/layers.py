@@ -209,12 +209,18 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, arch.num_classes)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, N, D)
         x = (images - self.mean) / self.std
-        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, N, D)
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, num_classes)
+        return self.head(self.norm(x).mean(dim=1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x).mean(dim=1))  # (B, num_classes)
+        return self.classify(x)
 
 
 class ConvBlock(nn.Module):
@@ -287,12 +293,18 @@ class HybridNet(nn.Module):
         self.norm = nn.LayerNorm(arch.stages[-1].width)
         self.head = nn.Linear(arch.stages[-1].width, arch.num_classes)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C0, H/2, W/2)
         x = (images - self.mean) / self.std
-        x = F.relu(self.stem_norm(self.stem(x)))  # (B, C0, H/2, W/2)
+        return F.relu(self.stem_norm(self.stem(x)))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.head(self.norm(x.mean(dim=(2, 3))))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images)
         for stage in self.stages:
             x = stage(x)
-        return self.head(self.norm(x.mean(dim=(2, 3))))  # (B, num_classes)
+        return self.classify(x)
 
 
 def static_model(arch: ArchConfig | HybridArchConfig) -> nn.Module:

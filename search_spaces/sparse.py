@@ -105,19 +105,23 @@ def to_semi_structured(model: torch.nn.Module, arch) -> torch.nn.Module:
     space's sizes on an H100 these kernels were slower than dense (BENCHMARKS.md): only use them
     where a measurement says they help.
     """
-    from torch.sparse import to_sparse_semi_structured
-
     if not torch.cuda.is_available():
         raise ValueError("2:4 semi-structured kernels need a CUDA device")
+    return semi_structured_weights(model.to("cuda", torch.bfloat16))
+
+
+def semi_structured_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace the weights of every 2:4 Mlp of a CUDA half-precision model by torch's
+    semi-structured sparse tensors (masking them 2:4 first: a no-op for extracted weights)."""
+    from torch.sparse import to_sparse_semi_structured
+
     from search_spaces.layers import Mlp
 
-    model = model.to("cuda", torch.bfloat16)
     for mlp in model.modules():
         if isinstance(mlp, Mlp) and mlp.pattern == "2:4":
             for linear in (mlp.fc1, mlp.fc2):
-                linear.weight = torch.nn.Parameter(
-                    to_sparse_semi_structured(linear.weight), requires_grad=False
-                )
+                weight = masked(linear.weight.detach(), "2:4", 0.5)
+                linear.weight = torch.nn.Parameter(to_sparse_semi_structured(weight), requires_grad=False)
     return model
 
 

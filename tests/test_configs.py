@@ -12,13 +12,29 @@ def test_default_config_composes():
     assert set(GROUPS) - {"space"} <= set(cfg)
 
 
+@pytest.fixture
+def predictor_file(tmp_path):
+    from latency_models.predictor import Predictor
+    from nas.hardware import fingerprint, fingerprint_id
+
+    settings = {"name": "onnxruntime", "unit": "ms", "settings": {}}
+    return Predictor(settings, fingerprint(), fingerprint_id(), weights=[0.0] * 5).save(tmp_path / "p.json")
+
+
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_option_instantiates(group):
+def test_every_option_instantiates(group, predictor_file):
     options = group_options(group)
     assert options
+    # What an option needs here beyond its defaults (no GPU on the test machine, no fitted file).
+    needs = {
+        "imagefolder": ["dataset.root=x"],
+        "torch": ["profiler.device=cpu"],
+        "predictor": [f"profiler.path={predictor_file}"],
+        "plugin": ["profiler.name=flops"],
+    }
     for name in options:
         prefix = "+" if group == "space" else ""
-        cfg = compose([f"{prefix}{group}={name}"] + (["dataset.root=x"] if name == "imagefolder" else []))
+        cfg = compose([f"{prefix}{group}={name}"] + needs.get(name, []))
         node = cfg[group]
         assert "_target_" in node
         extra = {}

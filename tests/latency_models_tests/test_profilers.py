@@ -18,7 +18,8 @@ def test_onnxruntime_profiler_measures_a_real_session(vit_space):
     small, big = vit_space.smallest(), vit_space.largest()
     r_small, r_big = profiler.measure(small), profiler.measure(big)
     for r in (r_small, r_big):
-        assert r.unit == "ms" and r.n_runs == 20 and r.n_warmup == 3
+        assert r.unit == "ms" and r.n_warmup == 3
+        assert r.n_runs >= 20 and r.n_runs % 4 == 0  # 5 rounds of 4, more while they disagree
         assert 0 < r.median <= r.p90 and r.std >= 0
     # 100x the FLOPs: measurably slower, whatever the machine.
     assert r_big.median > r_small.median

@@ -1,0 +1,219 @@
+"""An architecture as a sequence of blocks, each measurable on its own (nn-Meter's kernels).
+
+A ``BlockSpec`` names one block by what changes its latency and nothing else (no weights, no
+sparsity that runs densely): a token mixer, an MLP, a conv block, a stem, a head. Many
+architectures share blocks, so a space of millions of members has a few hundred distinct ones;
+the predictor measures each once (a lookup table) and learns how they add up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.arch import (
+    ArchConfig,
+    ConvBlockConfig,
+    HybridArchConfig,
+    LayerConfig,
+    StageConfig,
+    hidden_width,
+    kept,
+    pattern_n_m,
+)
+
+# Kinds of block, and the group each one's figure is summed into (a feature of the predictor).
+GROUPS = {
+    "vit_stem": "ends",
+    "vit_head": "ends",
+    "hybrid_stem": "ends",
+    "hybrid_head": "ends",
+    "downsample": "ends",
+    "mixer": "mixer",
+    "mlp": "mlp",
+    "conv": "conv",
+}
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    kind: str  # one of GROUPS
+    input_shape: tuple[int, ...]  # without the batch axis
+    options: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs
+
+    @classmethod
+    def of(cls, kind: str, input_shape: tuple[int, ...], **options: Any) -> BlockSpec:
+        return cls(kind, tuple(input_shape), tuple(sorted(options.items())))
+
+    def key(self) -> str:
+        return json.dumps([self.kind, list(self.input_shape), dict(self.options)], sort_keys=True)
+
+    @classmethod
+    def from_key(cls, key: str) -> BlockSpec:
+        kind, shape, options = json.loads(key)
+        return cls.of(kind, tuple(shape), **options)
+
+    def build(self) -> nn.Module:
+        """A freshly initialised module taking a (B, *input_shape) tensor."""
+        from search_spaces.layers import init_weights
+
+        module = _BUILDERS[self.kind](self.input_shape, **dict(self.options))
+        init_weights(module)
+        return module.eval()
+
+
+def _mlp_options(dim: int, ratio: float, pattern: str, level: float) -> dict[str, Any]:
+    """Hidden width after structured pruning; N:M kept apart (kernels may exist for it); other
+    patterns keep zeros in dense weights, which run as dense."""
+    hidden = hidden_width(dim, ratio)
+    if pattern == "structured":
+        return {"hidden": kept(hidden, level), "pattern": "dense"}
+    return {"hidden": hidden, "pattern": pattern if pattern_n_m(pattern) else "dense"}
+
+
+def _layer_blocks(layer: LayerConfig, dim: int, grid: int, head_dim: int, activation: str) -> list[BlockSpec]:
+    shape = (grid * grid, dim)
+    blocks = []
+    if layer.attention != "none":
+        heads = 0 if layer.attention == "pool" else layer.num_heads
+        blocks.append(
+            BlockSpec.of("mixer", shape, grid=grid, head_dim=head_dim, heads=heads, attention=layer.attention)
+        )
+    options = _mlp_options(dim, layer.mlp_ratio, layer.mlp_pattern, layer.mlp_sparsity)
+    blocks.append(BlockSpec.of("mlp", shape, activation=activation, **options))
+    return blocks
+
+
+def decompose(arch: ArchConfig | HybridArchConfig) -> list[BlockSpec]:
+    """The blocks ``arch`` runs, in order."""
+    if isinstance(arch, HybridArchConfig):
+        return _decompose_hybrid(arch)
+    dim, grid = arch.embed_dim, arch.image_size // arch.patch_size
+    blocks = [BlockSpec.of("vit_stem", arch.input_shape, patch_size=arch.patch_size, dim=dim)]
+    for layer in arch.layers:
+        blocks += _layer_blocks(layer, dim, grid, arch.head_dim, arch.activation)
+    blocks.append(BlockSpec.of("vit_head", (grid * grid, dim), classes=arch.num_classes))
+    return blocks
+
+
+def _decompose_hybrid(arch: HybridArchConfig) -> list[BlockSpec]:
+    first = arch.stages[0].width
+    blocks = [BlockSpec.of("hybrid_stem", arch.input_shape, width=first)]
+    sides = arch.resolutions()
+    for i, stage in enumerate(arch.stages):
+        side, width = sides[i], stage.width
+        if i > 0:
+            prev = arch.stages[i - 1].width
+            blocks.append(BlockSpec.of("downsample", (prev, sides[i - 1], sides[i - 1]), width=width))
+        for b in stage.conv_blocks:
+            options = _mlp_options(width, b.expansion, b.conv_pattern, b.conv_sparsity)
+            blocks.append(BlockSpec.of("conv", (width, side, side), activation=arch.activation, **options))
+        for layer in stage.attention_blocks:
+            blocks += _layer_blocks(layer, width, side, arch.head_dim, arch.activation)
+    last = arch.stages[-1].width
+    blocks.append(BlockSpec.of("hybrid_head", (last, sides[-1], sides[-1]), classes=arch.num_classes))
+    return blocks
+
+
+# -- building one block ------------------------------------------------------------------------
+
+
+class Residual(nn.Module):
+    """x + body(norm(x)): a transformer sublayer or a conv block."""
+
+    def __init__(self, norm: nn.Module, body: nn.Module) -> None:
+        super().__init__()
+        self.norm, self.body = norm, body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(self.norm(x))
+
+
+class _Call(nn.Module):
+    """One method of a network (its ``embed`` or ``classify``), as a module."""
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(x)
+
+
+def _mixer(shape, grid: int, head_dim: int, heads: int, attention: str) -> nn.Module:
+    from search_spaces.layers import Attention, Pooling
+
+    dim = shape[1]
+    body = Pooling(grid) if attention == "pool" else Attention(dim, heads, head_dim, attention, grid)
+    return Residual(nn.LayerNorm(dim), body)
+
+
+def _mlp(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
+    from search_spaces.layers import Mlp
+
+    dim = shape[1]
+    level = 1 - pattern_n_m(pattern)[0] / pattern_n_m(pattern)[1] if pattern != "dense" else 0.0
+    return Residual(nn.LayerNorm(dim), Mlp(dim, hidden, activation, pattern, level))
+
+
+def _conv(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
+    from search_spaces.layers import ConvMlp
+
+    dim = shape[0]
+    level = 1 - pattern_n_m(pattern)[0] / pattern_n_m(pattern)[1] if pattern != "dense" else 0.0
+    return Residual(nn.GroupNorm(1, dim), ConvMlp(dim, hidden, activation, pattern, level))
+
+
+def _vit(shape, patch_size: int, dim: int, classes: int = 1) -> nn.Module:
+    from search_spaces.layers import VisionTransformer
+
+    channels, size = shape[0], shape[1]
+    layer = LayerConfig(num_heads=1, mlp_ratio=1.0, attention="none")
+    arch = ArchConfig(size, channels, classes, patch_size, dim, 1, "relu", (layer,))
+    return VisionTransformer(arch)
+
+
+def _vit_stem(shape, patch_size: int, dim: int) -> nn.Module:
+    return _Call(_vit(shape, patch_size, dim), "embed")
+
+
+def _vit_head(shape, classes: int) -> nn.Module:
+    grid = round(shape[0] ** 0.5)
+    return _Call(_vit((1, grid, grid), 1, shape[1], classes), "classify")
+
+
+def _hybrid(shape, width: int, classes: int = 1) -> nn.Module:
+    from search_spaces.layers import HybridNet
+
+    stage = StageConfig(width, conv_blocks=(ConvBlockConfig(expansion=1.0),))
+    return HybridNet(HybridArchConfig(shape[1], shape[0], classes, 1, "relu", (stage,)))
+
+
+def _hybrid_stem(shape, width: int) -> nn.Module:
+    return _Call(_hybrid(shape, width), "embed")
+
+
+def _hybrid_head(shape, classes: int) -> nn.Module:
+    return _Call(_hybrid((1, shape[1] * 2, shape[2] * 2), shape[0], classes), "classify")
+
+
+def _downsample(shape, width: int) -> nn.Module:
+    from search_spaces.layers import Downsample
+
+    return Downsample(shape[0], width)
+
+
+_BUILDERS = {
+    "vit_stem": _vit_stem,
+    "vit_head": _vit_head,
+    "hybrid_stem": _hybrid_stem,
+    "hybrid_head": _hybrid_head,
+    "downsample": _downsample,
+    "mixer": _mixer,
+    "mlp": _mlp,
+    "conv": _conv,
+}

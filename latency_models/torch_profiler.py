@@ -1,0 +1,132 @@
+"""Measured latency of the PyTorch model itself: CUDA events on a GPU (wall clock on CPU),
+optionally through ``torch.compile`` and with torch's 2:4 semi-structured kernels for N:M layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latency_models._base import LatencyResult, input_shape_for, register_profiler
+from latency_models.onnxruntime import pinned, quiet_measurement, resolve_cpu, time_calls
+from nas.arch import ArchConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@register_profiler("torch")
+class TorchProfiler:
+    """``device=cuda`` times with CUDA events (one event pair per call, synchronised per call,
+    so every figure is one forward pass end to end); ``device=cpu`` with the wall clock.
+
+    ``semi_structured=true`` gives the 2:4 layers torch's sparse semi-structured weights (CUDA,
+    bfloat16/float16 only); whether they are faster is for this profiler to find out.
+    """
+
+    name = "torch"
+    unit = "ms"
+    measured = True
+
+    def __init__(
+        self,
+        device: str = "cuda",
+        dtype: str = "float32",
+        compile: bool = False,
+        semi_structured: bool = False,
+        batch_size: int = 1,
+        image_size: int | None = None,
+        warmup: int = 20,
+        runs: int = 100,
+        rounds: int = 5,
+        threads: int = 1,
+        pin_cpu: int | str | None = "auto",
+    ) -> None:
+        if batch_size < 1 or warmup < 0 or runs < 1 or threads < 1 or rounds < 1:
+            raise ValueError("profiler: batch_size, runs, threads >= 1, warmup >= 0, rounds >= 1")
+        if dtype not in DTYPES:
+            raise ValueError(f"profiler.dtype: {dtype!r} is not one of {list(DTYPES)}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"profiler.device: {device!r} but torch sees no CUDA device here")
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"profiler.device: expected cpu or cuda[:N], got {device!r}")
+        if semi_structured and (device == "cpu" or dtype == "float32"):
+            raise ValueError("profiler.semi_structured: needs device=cuda and dtype bfloat16 or float16")
+        self.device, self.dtype, self.compile = device, dtype, compile
+        self.semi_structured, self.batch_size, self.image_size = semi_structured, batch_size, image_size
+        self.warmup, self.runs, self.threads, self.pin_cpu = warmup, runs, threads, pin_cpu
+        self.rounds = min(rounds, runs)
+        self._cpu = resolve_cpu(pin_cpu) if device == "cpu" and threads == 1 else None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "compile": self.compile,
+            "semi_structured": self.semi_structured,
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+            "warmup": self.warmup,
+            "runs": self.runs,
+            "rounds": self.rounds,
+            "threads": self.threads,
+            "pin_cpu": self.pin_cpu,
+        }
+
+    def measure(self, arch: ArchConfig, model: Any = None) -> LatencyResult:
+        from search_spaces.layers import build_model
+
+        sized = input_shape_for(arch, self.image_size)
+        model = build_model(sized) if model is None or sized is not arch else model
+        return self.measure_module(model, sized.input_shape)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as it will run: on the device, in the dtype, sparse kernels, compiled."""
+        import copy
+
+        model = copy.deepcopy(model).eval().to(self.device, DTYPES[self.dtype])
+        if self.semi_structured:
+            from search_spaces.sparse import semi_structured_weights
+
+            model = semi_structured_weights(model)
+        if self.compile:
+            model = torch.compile(model)
+        return model
+
+    @torch.inference_mode()
+    def measure_module(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
+        run = self.prepare(model)
+        x = torch.rand(self.batch_size, *input_shape, device=self.device, dtype=DTYPES[self.dtype])
+        if self.device == "cpu":
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                with pinned(self._cpu):
+                    rounds, _ = quiet_measurement(
+                        lambda: time_calls(lambda: run(x), self.warmup, self.runs, self.rounds), 0.25, 3
+                    )
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            times = self._cuda_times(run, x)
+            size = max(1, self.runs // self.rounds)
+            rounds = [times[i : i + size] for i in range(0, len(times), size)]
+        return LatencyResult.from_rounds(
+            rounds, unit="ms", n_warmup=self.warmup, batch_size=self.batch_size, input_shape=input_shape
+        )
+
+    def _cuda_times(self, run, x: torch.Tensor) -> list[float]:
+        with torch.cuda.device(x.device):
+            for _ in range(self.warmup):
+                run(x)
+            torch.cuda.synchronize()
+            pairs = [
+                (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                for _ in range(self.runs)
+            ]
+            for start, end in pairs:
+                start.record()
+                run(x)
+                end.record()
+                end.synchronize()  # one call at a time: latency, not throughput
+            return [start.elapsed_time(end) for start, end in pairs]

@@ -64,3 +64,33 @@ def test_profiler_measures_the_given_model(vit_space):
     torch.nn.init.zeros_(model.head.weight)
     r = create_profiler("onnxruntime", warmup=1, runs=3).measure(arch, model)
     assert r.median > 0
+
+
+def test_torch_profiler_settings_are_checked(tiny_space):
+    with pytest.raises(ValueError, match="semi_structured"):
+        create_profiler("torch", device="cpu", semi_structured=True)
+    with pytest.raises(ValueError, match="dtype"):
+        create_profiler("torch", device="cpu", dtype="float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            create_profiler("torch")  # the default device is cuda: refused, not silently CPU
+    bf16 = create_profiler("torch", device="cpu", dtype="bfloat16", runs=10, warmup=2)
+    r = bf16.measure(tiny_space.smallest())
+    assert r.median > 0 and r.input_shape == (1, 28, 28)
+
+
+@pytest.mark.slow
+def test_torch_profiler_times_the_compiled_model(tiny_space):
+    """torch.compile on CPU (inductor, C++): about 40 s here, so marked slow."""
+    profiler = create_profiler("torch", device="cpu", compile=True, runs=10, warmup=3)
+    assert profiler.settings()["compile"] is True
+    assert profiler.measure(tiny_space.smallest()).median > 0
+
+
+def test_image_size_measures_at_another_resolution(tiny_space):
+    arch = tiny_space.smallest()  # patch 14 divides 56
+    small = create_profiler("onnxruntime", runs=10, warmup=2).measure(arch)
+    large = create_profiler("onnxruntime", runs=10, warmup=2, image_size=56).measure(arch)
+    assert small.input_shape == (1, 28, 28) and large.input_shape == (1, 56, 56)
+    with pytest.raises(ValueError, match="image_size"):
+        create_profiler("onnxruntime", image_size=30).measure(arch)

@@ -71,6 +71,9 @@ class LatencyCache:
     """Measure-once store of profiler results in the SQL database at ``url``."""
 
     def __init__(self, url: str, stale_after_s: float = 900.0) -> None:
+        from nas.study import normalise_url
+
+        url = normalise_url(url)
         connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         self.stale_after_s = stale_after_s

@@ -103,7 +103,9 @@ def _dashboard(cfg, config_dirs, console) -> int:
     from optuna_dashboard import run_server
 
     console.print(f"optuna-dashboard on http://{cfg.host}:{cfg.port}/ for {cfg.storage} (Ctrl-C stops)")
-    run_server(cfg.storage, host=cfg.host, port=cfg.port)
+    from nas.study import normalise_url
+
+    run_server(normalise_url(cfg.storage), host=cfg.host, port=cfg.port)
     return 0
 
 

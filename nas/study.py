@@ -58,8 +58,22 @@ def check_storage_url(url: str) -> None:
             raise UserError(f"storage: folder {str(folder)!r} of {url!r} does not exist")
 
 
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (installed with nas) unless psycopg2 is there."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     check_storage_url(url)
+    url = normalise_url(url)
     try:
         # Heartbeats let a later run fail trials left RUNNING by a killed process.
         with warnings.catch_warnings():

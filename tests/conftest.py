@@ -124,3 +124,33 @@ def run_nas(
         text=True,
         timeout=timeout,
     )
+
+
+POSTGRES = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database on the local server (dropped afterwards); skipped where no
+    server answers at NAS_TEST_POSTGRES (default postgres@127.0.0.1:5432, trust auth)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from nas.study import normalise_url
+
+    admin_url = normalise_url(POSTGRES)
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as e:  # no server, no driver, refused
+        pytest.skip(f"no PostgreSQL server at {POSTGRES}: {str(e).splitlines()[0]}")
+    name = f"nas_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()

@@ -34,8 +34,13 @@ def _measure_in_process(url: str, log: str, arch_json: str) -> None:
     LatencyCache(url).measure(profiler, arch.key(), arch.to_json(), measure)
 
 
-def test_concurrent_processes_measure_once(tmp_path, tiny_space):
-    url, log = f"sqlite:///{tmp_path}/nas.db", tmp_path / "measured.log"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_concurrent_processes_measure_once(tmp_path, tiny_space, database, request):
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path}/nas.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    log = tmp_path / "measured.log"
     arch = tiny_space.largest()
     ctx = multiprocessing.get_context("spawn")
     args = (url, str(log), arch.to_json())
@@ -131,3 +136,14 @@ def test_second_study_in_another_process_measures_nothing(tmp_path):
     assert cache.count() == stored
     by_key = {t.user_attrs["arch_key"]: t.values[1] for t in study_a.trials}
     assert all(by_key[t.user_attrs["arch_key"]] == t.values[1] for t in study_b.trials)
+
+
+@pytest.mark.slow
+def test_search_on_postgresql_keeps_study_and_latency_table_there(tmp_path, postgres_url):
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")  # as a user writes it
+    result = run_nas("search", *FAST, f"storage={plain}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny-fashion_mnist_6k", storage=postgres_url)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 6
+    assert LatencyCache(postgres_url).count() == len({t.user_attrs["arch_key"] for t in study.trials})
+    assert not (tmp_path / "nas.db").exists()

@@ -136,7 +136,8 @@ def test_fit_eval_and_a_predictor_search(tmp_path):
         assert t.user_attrs["latency_error"] == pytest.approx(predicted / measured - 1, abs=1e-4)
     assert {t.user_attrs["profiler"]["name"] for t in trials} == {"predictor"}
     front = study.user_attrs["front_check"]
-    assert {c["trial"] for c in front} == {t.number for t in study.best_trials}
+    assert {n for c in front for n in c["trials"]} == {t.number for t in study.best_trials}
+    assert all(abs(c["predicted"] / c["measured"] - 1 - c["error"]) < 1e-9 for c in front)
 
     # nas profile finds the space's predictor by the trial's architecture.
     profiled = run_nas("profile", f"trial={trials[0].number}", "profiler=predictor", cwd=tmp_path)

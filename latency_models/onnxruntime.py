@@ -188,7 +188,9 @@ class OnnxRuntimeProfiler:
         session = self.session(to_onnx(model, input_shape))
         shape = (self.batch_size, *input_shape)
         feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
-        with pinned(self._cpu):
+        from latency_models.lock import measuring
+
+        with measuring(), pinned(self._cpu):
             rounds, load = quiet_measurement(
                 lambda: time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds),
                 self.max_background_load,

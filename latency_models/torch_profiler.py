@@ -95,8 +95,14 @@ class TorchProfiler:
 
     @torch.inference_mode()
     def measure_module(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
+        from latency_models.lock import measuring
+
         run = self.prepare(model)
         x = torch.rand(self.batch_size, *input_shape, device=self.device, dtype=DTYPES[self.dtype])
+        with measuring():
+            return self._measure(run, x, input_shape)
+
+    def _measure(self, run, x: torch.Tensor, input_shape: tuple[int, ...]) -> LatencyResult:
         if self.device == "cpu":
             threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)

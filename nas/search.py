@@ -46,6 +46,9 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed: expected an integer, got {cfg.seed!r}")
     check_storage_url(cfg.storage)
+    heartbeat = cfg.heartbeat_s
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or heartbeat <= 0:
+        raise UserError(f"heartbeat_s: expected a positive number of seconds, got {cfg.heartbeat_s!r}")
     if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
         raise UserError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
     if str(cfg.device).startswith("cuda"):
@@ -110,6 +113,26 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     )
 
 
+def _fail_stale_trials(study) -> list[int]:
+    """Fail the trials whose heartbeat stopped (their process was killed); the storage's
+    RetryFailedTrialCallback enqueues each again. Returns their numbers."""
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    def running() -> set[int]:
+        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+    before = running()
+    if not before:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return sorted(before - running())
+
+
 def _check_identity(study, identity: dict[str, Any]) -> None:
     from nas.study import STUDY_ATTR
 
@@ -142,7 +165,7 @@ def run_search(setup: Setup, console) -> int:
 
     cfg = setup.cfg
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = open_storage(cfg.storage)
+    storage = open_storage(cfg.storage, cfg.heartbeat_s)
     study = optuna.create_study(
         study_name=setup.study_name,
         storage=storage,
@@ -150,6 +173,11 @@ def run_search(setup: Setup, console) -> int:
         load_if_exists=True,
     )
     _check_identity(study, setup.identity)
+    stale = _fail_stale_trials(study)
+    if stale:
+        console.print(
+            f"Trial(s) {', '.join(map(str, stale))} left running by a killed run: failed, retried once."
+        )
     done = completed(study)
     folder = results_dir(cfg.storage)
     if len(done) >= cfg.n_trials:
@@ -308,6 +336,7 @@ class Objective:
     def __call__(self, trial) -> tuple[float, ...]:
         from latency_models._base import measure_arch
         from latency_models.flops import count_flops, count_nonzero_params, count_params
+        from latency_models.lock import computing
         from nas.hardware import fingerprint
         from nas.study import objective_value
         from nas.train import activation_sparsity, evaluate
@@ -322,9 +351,12 @@ class Objective:
             return tuple(earlier.values)
         try:
             start = time.perf_counter()
-            model = self.supernet.extract(arch)
-            top1 = evaluate(model, None, self.val_images, self.val_labels)
-            flops = count_flops(model, arch.input_shape)
+            with computing():  # never while a latency is being measured on this machine
+                model = self.supernet.extract(arch)
+                top1 = evaluate(model, None, self.val_images, self.val_labels)
+                flops = count_flops(model, arch.input_shape)
+                params, nonzero = count_params(model), count_nonzero_params(model)
+                sparsity = round(activation_sparsity(model, self.val_images), 4)
             eval_seconds = time.perf_counter() - start
             start = time.perf_counter()
             profiler = self.setup.profiler
@@ -343,9 +375,9 @@ class Objective:
             "arch_key": key,
             "summary": arch.summary(),
             "top1": top1,
-            "params": count_params(model),
-            "nonzero_params": count_nonzero_params(model),
-            "activation_sparsity": round(activation_sparsity(model, self.val_images), 4),
+            "params": params,
+            "nonzero_params": nonzero,
+            "activation_sparsity": sparsity,
             "flops": flops,
             "macs": flops // 2,
             "latency": latency.to_dict(),

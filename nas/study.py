@@ -71,14 +71,23 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStorage:
+    """The study storage at ``url``. A running trial beats every ``heartbeat_s``; one silent for
+    3x that (its process was killed) is failed by the next run and retried once with the same
+    parameters (Optuna's RetryFailedTrialCallback)."""
     check_storage_url(url)
     url = normalise_url(url)
     try:
-        # Heartbeats let a later run fail trials left RUNNING by a killed process.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+            from optuna.storages import RetryFailedTrialCallback
+
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=max(1, round(heartbeat_s)),
+                grace_period=max(2, round(3 * heartbeat_s)),
+                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            )
     except Exception as e:  # driver missing, server down, bad credentials
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"storage: cannot open {url!r}: {first}") from None

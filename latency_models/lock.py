@@ -1,0 +1,67 @@
+"""A machine-wide reader-writer lock that keeps latency measurements quiet.
+
+Search workers hold it *shared* while they compute (extracting and scoring a candidate) and a
+profiler holds it *exclusively* while it times calls: a measurement then never overlaps another
+measurement or another worker's computation on this machine, whichever process or search they
+belong to. A turnstile lets a waiting measurement in before new computations start (no
+starvation). ``fcntl.flock`` locks are released by the kernel when a process dies, so a killed
+worker never leaves the lock held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no machine-wide lock
+    fcntl = None  # type: ignore[assignment]
+
+
+def lock_dir() -> Path:
+    """``NAS_LOCK_DIR`` or a folder in the system temp dir, shared by every process here."""
+    folder = Path(os.environ.get("NAS_LOCK_DIR") or Path(tempfile.gettempdir()) / "nas-locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _open(name: str) -> int:
+    return os.open(lock_dir() / name, os.O_RDWR | os.O_CREAT, 0o666)
+
+
+@contextlib.contextmanager
+def _locked(device: str, exclusive: bool):
+    if fcntl is None or os.environ.get("NAS_NO_MEASURE_LOCK"):
+        yield
+        return
+    safe = device.replace(":", "_").replace("/", "_")
+    gate, main = _open(f"{safe}.gate"), _open(f"{safe}.lock")
+    try:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # the turnstile: measurements queue here first
+        try:
+            fcntl.flock(main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(main, fcntl.LOCK_UN)
+            if exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+    finally:
+        os.close(main)
+        os.close(gate)
+
+
+def measuring(device: str = "machine"):
+    """Hold while timing calls: no other measurement and no worker computation runs meanwhile."""
+    return _locked(device, exclusive=True)
+
+
+def computing(device: str = "machine"):
+    """Hold while computing (scoring candidates): many at once, never during a measurement."""
+    return _locked(device, exclusive=False)

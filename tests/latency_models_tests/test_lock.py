@@ -1,0 +1,64 @@
+"""The machine-wide measurement lock: real processes, real flock."""
+
+import multiprocessing
+import time
+
+from latency_models.lock import computing, measuring
+
+
+def _compute(log: str, hold_s: float, name: str) -> None:
+    with computing():
+        with open(log, "a") as f:
+            f.write(f"{name} start {time.time()}\n")
+        time.sleep(hold_s)
+        with open(log, "a") as f:
+            f.write(f"{name} end {time.time()}\n")
+
+
+def _events(log) -> dict[str, float]:
+    return {f"{n} {e}": float(t) for n, e, t in (line.split() for line in log.read_text().splitlines())}
+
+
+def test_measurement_waits_for_computation_and_holds_new_ones_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_LOCK_DIR", str(tmp_path / "locks"))
+    log = tmp_path / "log"
+    ctx = multiprocessing.get_context("spawn")
+    first = ctx.Process(target=_compute, args=(str(log), 1.5, "first"))
+    first.start()
+    while not log.exists():
+        time.sleep(0.01)
+    second = None
+    with measuring():  # waits for "first" to finish computing
+        got = time.time()
+        second = ctx.Process(target=_compute, args=(str(log), 0.1, "second"))
+        second.start()
+        time.sleep(1.0)  # "second" must not start computing while this measures
+        released = time.time()
+    first.join(30)
+    second.join(30)
+    events = _events(log)
+    assert got >= events["first end"]
+    assert events["second start"] >= released
+    assert first.exitcode == 0 and second.exitcode == 0
+
+
+def _hold_and_die(locks: str) -> None:
+    import os
+
+    os.environ["NAS_LOCK_DIR"] = locks
+    with measuring():
+        os._exit(9)  # killed while measuring: the kernel drops its flock
+
+
+def test_a_killed_holder_does_not_keep_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_LOCK_DIR", str(tmp_path / "locks"))
+    dead = multiprocessing.get_context("spawn").Process(target=_hold_and_die, args=(str(tmp_path / "locks"),))
+    dead.start()
+    dead.join(30)
+    assert dead.exitcode == 9
+    start = time.time()
+    with measuring():  # free again: acquired at once
+        pass
+    with computing():
+        pass
+    assert time.time() - start < 5

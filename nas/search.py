@@ -115,7 +115,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
 
 def _fail_stale_trials(study) -> list[int]:
     """Fail the trials whose heartbeat stopped (their process was killed); the storage's
-    RetryFailedTrialCallback enqueues each again. Returns their numbers."""
+    RetryHeartbeatStaleTrialCallback enqueues each again. Returns their numbers."""
     import warnings
 
     import optuna

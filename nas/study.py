@@ -74,19 +74,19 @@ def normalise_url(url: str) -> str:
 def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStorage:
     """The study storage at ``url``. A running trial beats every ``heartbeat_s``; one silent for
     3x that (its process was killed) is failed by the next run and retried once with the same
-    parameters (Optuna's RetryFailedTrialCallback)."""
+    parameters (Optuna's RetryHeartbeatStaleTrialCallback)."""
     check_storage_url(url)
     url = normalise_url(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            from optuna.storages import RetryFailedTrialCallback
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
 
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=max(1, round(heartbeat_s)),
                 grace_period=max(2, round(3 * heartbeat_s)),
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
     except Exception as e:  # driver missing, server down, bad credentials
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

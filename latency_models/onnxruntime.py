@@ -76,8 +76,11 @@ def quiet_measurement(measure, max_load: float, retries: int):
     return best
 
 
-def time_calls(call, warmup: int, runs: int, rounds: int = 1, tolerance: float = 0.05) -> list[list[float]]:
-    """Milliseconds of ``runs`` calls after ``warmup`` untimed ones, in ``rounds`` rounds.
+def time_calls(
+    call, warmup: int, runs: int, rounds: int = 1, tolerance: float = 0.05, timed: bool = False
+) -> list[list[float]]:
+    """Milliseconds of ``runs`` calls after ``warmup`` untimed ones, in ``rounds`` rounds
+    (wall clock, or ``timed``: the call returns its own milliseconds, e.g. from CUDA events).
 
     A shared machine has bursts of interference that slow a whole stretch of calls. When the
     round medians disagree by more than ``tolerance``, rounds are added (up to 3x ``rounds``),
@@ -90,6 +93,9 @@ def time_calls(call, warmup: int, runs: int, rounds: int = 1, tolerance: float =
     while True:
         samples = []
         for _ in range(per_round):
+            if timed:
+                samples.append(call())
+                continue
             start = time.perf_counter_ns()
             call()
             samples.append((time.perf_counter_ns() - start) / 1e6)

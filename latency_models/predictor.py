@@ -314,8 +314,9 @@ def held_out_errors(
             {
                 "arch_key": arch.key(),
                 "arch": arch.summary(),
-                "measured_ms": round(measured.median, 5),
-                "predicted_ms": round(predicted, 5),
+                # Significant figures, not decimals: tiny spaces run in microseconds.
+                "measured_ms": float(f"{measured.median:.6g}"),
+                "predicted_ms": float(f"{predicted:.6g}"),
                 "error": round(predicted / measured.median - 1, 5),
                 "predict_us": round(predict_us, 1),
                 "measure_s": None if hit else round(time.perf_counter() - start, 4),

@@ -4,6 +4,7 @@ optionally through ``torch.compile`` and with torch's 2:4 semi-structured kernel
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -17,8 +18,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @register_profiler("torch")
 class TorchProfiler:
-    """``device=cuda`` times with CUDA events (one event pair per call, synchronised per call,
-    so every figure is one forward pass end to end); ``device=cpu`` with the wall clock.
+    """``device=cuda`` times with CUDA events, one synchronised forward pass at a time (latency,
+    not throughput); ``device=cpu`` with the wall clock.
+
+    On CUDA the forward pass is captured once as a CUDA graph and replayed (``cuda_graph``):
+    at ViT sizes eager PyTorch is bound by Python's kernel launches, whose speed wanders with
+    the host CPU (CV of 5 medians 11-22 % on an H100), while replay times the kernels themselves,
+    as a deployed engine (TensorRT, ORT's CUDA graphs) runs them. ``cuda_graph=false`` measures
+    eager PyTorch, launches included. Warm-up lasts at least ``warmup_seconds`` so GPU clocks
+    have left idle.
 
     ``semi_structured=true`` gives the 2:4 layers torch's sparse semi-structured weights (CUDA,
     bfloat16/float16 only); whether they are faster is for this profiler to find out.
@@ -41,9 +49,13 @@ class TorchProfiler:
         rounds: int = 5,
         threads: int = 1,
         pin_cpu: int | str | None = "auto",
+        cuda_graph: bool = True,
+        warmup_seconds: float = 0.2,
     ) -> None:
-        if batch_size < 1 or warmup < 0 or runs < 1 or threads < 1 or rounds < 1:
-            raise ValueError("profiler: batch_size, runs, threads >= 1, warmup >= 0, rounds >= 1")
+        if batch_size < 1 or warmup < 0 or runs < 1 or threads < 1 or rounds < 1 or warmup_seconds < 0:
+            raise ValueError(
+                "profiler: batch_size, runs, threads, rounds >= 1 and warmup, warmup_seconds >= 0"
+            )
         if dtype not in DTYPES:
             raise ValueError(f"profiler.dtype: {dtype!r} is not one of {list(DTYPES)}")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -56,7 +68,8 @@ class TorchProfiler:
         self.semi_structured, self.batch_size, self.image_size = semi_structured, batch_size, image_size
         self.warmup, self.runs, self.threads, self.pin_cpu = warmup, runs, threads, pin_cpu
         self.rounds = min(rounds, runs)
-        self._cpu = resolve_cpu(pin_cpu) if device == "cpu" and threads == 1 else None
+        self.cuda_graph, self.warmup_seconds = cuda_graph and device != "cpu", warmup_seconds
+        self._cpu = resolve_cpu(pin_cpu) if threads == 1 else None  # on CUDA: the launching thread
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -71,6 +84,8 @@ class TorchProfiler:
             "rounds": self.rounds,
             "threads": self.threads,
             "pin_cpu": self.pin_cpu,
+            "cuda_graph": self.cuda_graph,
+            "warmup_seconds": self.warmup_seconds if self.device != "cpu" else 0,
         }
 
     def measure(self, arch: ArchConfig, model: Any = None) -> LatencyResult:
@@ -114,25 +129,44 @@ class TorchProfiler:
             finally:
                 torch.set_num_threads(threads)
         else:
-            times = self._cuda_times(run, x)
-            size = max(1, self.runs // self.rounds)
-            rounds = [times[i : i + size] for i in range(0, len(times), size)]
+            with pinned(self._cpu), torch.cuda.device(x.device):
+                timed = self._cuda_timed_call(run, x)
+                deadline, done = time.perf_counter() + self.warmup_seconds, 0
+                while done < self.warmup or time.perf_counter() < deadline:
+                    timed()
+                    done += 1
+                rounds = time_calls(timed, 0, self.runs, self.rounds, timed=True)
         return LatencyResult.from_rounds(
             rounds, unit="ms", n_warmup=self.warmup, batch_size=self.batch_size, input_shape=input_shape
         )
 
-    def _cuda_times(self, run, x: torch.Tensor) -> list[float]:
-        with torch.cuda.device(x.device):
-            for _ in range(self.warmup):
-                run(x)
-            torch.cuda.synchronize()
-            pairs = [
-                (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                for _ in range(self.runs)
-            ]
-            for start, end in pairs:
-                start.record()
-                run(x)
-                end.record()
-                end.synchronize()  # one call at a time: latency, not throughput
-            return [start.elapsed_time(end) for start, end in pairs]
+    def _cuda_timed_call(self, run, x: torch.Tensor):
+        """A call that runs one forward pass (a graph replay, or eager) and returns its ms."""
+        forward = lambda: run(x)  # noqa: E731
+        if self.cuda_graph:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # capture needs the lazy work (cuBLAS handles, compile) done
+                for _ in range(3):
+                    run(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    run(x)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"profiler.cuda_graph: this model cannot be captured as a CUDA graph ({error}); "
+                    "set profiler.cuda_graph=false"
+                ) from error
+            forward = graph.replay
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def timed() -> float:
+            start.record()
+            forward()
+            end.record()
+            end.synchronize()  # one call at a time: latency, not throughput
+            return start.elapsed_time(end)
+
+        return timed

@@ -94,3 +94,25 @@ def test_image_size_measures_at_another_resolution(tiny_space):
     assert small.input_shape == (1, 28, 28) and large.input_shape == (1, 56, 56)
     with pytest.raises(ValueError, match="image_size"):
         create_profiler("onnxruntime", image_size=30).measure(arch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events, 2:4 kernels: needs a GPU")
+def test_torch_profiler_on_cuda(vit_space):
+    """CUDA events per call; bfloat16 with 2:4 semi-structured kernels; torch.compile."""
+    small, big = vit_space.smallest(), vit_space.largest()
+    events = create_profiler("torch", device="cuda", runs=20, warmup=5)
+    r_small, r_big = events.measure(small), events.measure(big)
+    assert 0 < r_small.median < r_big.median and r_big.n_runs >= 20
+    import dataclasses
+
+    from torch.sparse import SparseSemiStructuredTensor
+
+    two_four = dataclasses.replace(
+        big, layers=tuple(dataclasses.replace(x, mlp_pattern="2:4", mlp_sparsity=0.5) for x in big.layers)
+    )
+    semi = create_profiler("torch", device="cuda", dtype="bfloat16", semi_structured=True, runs=20, warmup=5)
+    prepared = semi.prepare(build_model(two_four))
+    assert isinstance(prepared.blocks[0].mlp.fc1.weight, SparseSemiStructuredTensor)
+    assert semi.measure(two_four).median > 0
+    compiled = create_profiler("torch", device="cuda", compile=True, runs=20, warmup=5)
+    assert compiled.measure(small).median > 0

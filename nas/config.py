@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import UserError
 
-GROUPS = ("space", "dataset", "sampler", "profiler", "supernet")
+GROUPS = ("space", "dataset", "sampler", "profiler", "supernet", "executor")
 
 
 def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:

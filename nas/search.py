@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -32,6 +34,7 @@ class Setup:
     study_name: str
     objectives: list[str]
     identity: dict[str, Any]  # what the study's figures are valid for
+    config_dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
@@ -97,6 +100,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     study_name = cfg.study_name or f"{space.name}-{data.name}"
     # Validate the sampler config now too (instantiated for real once the study is open).
     instantiate("sampler", cfg.sampler, seed=cfg.seed)
+    instantiate("executor", cfg.executor)
     return Setup(
         cfg,
         space,
@@ -110,6 +114,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         study_name,
         objectives,
         identity,
+        list(config_dirs),
     )
 
 
@@ -150,7 +155,6 @@ def _check_identity(study, identity: dict[str, Any]) -> None:
 
 def run_search(setup: Setup, console) -> int:
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     from nas.study import (
@@ -220,9 +224,7 @@ def run_search(setup: Setup, console) -> int:
         STUDY_ATTR, setup.identity | {"supernet_path": str(trained.path.resolve()), "supernet": meta}
     )
     supernet = trained.net.cpu()  # candidates are scored where their latency is measured
-    objective = Objective(setup, supernet, study)
-    sampler = instantiate("sampler", cfg.sampler, seed=cfg.seed + len(study.trials))
-    study.sampler = sampler
+    executor = instantiate("executor", cfg.executor)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -233,49 +235,129 @@ def run_search(setup: Setup, console) -> int:
         TextColumn("{task.fields[last]}"),
         TimeElapsedColumn(),
     ]
-    failures = {"consecutive": 0, "stopped": False}
+    reported = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
 
-    def after_trial(study, trial) -> None:
-        if trial.state == TrialState.FAIL:
-            failures["consecutive"] += 1
-            console.print(f"[red]trial {trial.number} failed:[/] {trial.user_attrs.get('fail_reason', '?')}")
-            if failures["consecutive"] >= cfg.max_consecutive_failures:
-                failures["stopped"] = True
-                study.stop()
-        elif trial.state == TrialState.COMPLETE:
-            failures["consecutive"] = 0
-            bar.update(
-                task,
-                completed=len(completed(study)),
-                last=f"#{trial.number} top-1 {trial.user_attrs['top1']:.1f} % "
-                f"{trial.user_attrs['latency']['median']:.3g} {setup.profiler.unit}",
-            )
+    def poll() -> None:
+        """Progress from the study itself, whichever process ran the trials."""
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        for t in trials:
+            if t.state == TrialState.FAIL and t.number not in reported:
+                reported.add(t.number)
+                console.print(f"[red]trial {t.number} failed:[/] {t.user_attrs.get('fail_reason', '?')}")
+        finished = [t for t in trials if t.state == TrialState.COMPLETE]
+        last = max(finished, key=lambda t: t.number, default=None)
+        bar.update(
+            task,
+            completed=len(finished),
+            last=f"#{last.number} top-1 {last.user_attrs['top1']:.1f} % "
+            f"{last.user_attrs['latency']['median']:.3g} {setup.profiler.unit}"
+            if last is not None and "top1" in last.user_attrs
+            else "",
+        )
 
     with Progress(*columns, console=console, disable=not cfg.progress) as bar:
         task = bar.add_task("search", total=cfg.n_trials, completed=len(done), last="")
-        study.optimize(
-            objective,
-            callbacks=[MaxTrialsCallback(cfg.n_trials, states=(TrialState.COMPLETE,)), after_trial],
-            catch=(Exception,),
-        )
-    if failures["stopped"]:
-        console.print(
-            f"[red]Stopped: {cfg.max_consecutive_failures} trials in a row failed[/] "
-            "(reasons above and in each trial's user attribute fail_reason)."
-        )
+        if executor.name == "local" and executor.n_workers == 1:
+            statuses = [work(setup, worker=0, supernet=supernet, after_trial=poll)]
+        else:
+            from nas.executors import WorkerJob
+
+            console.print(f"{executor.n_workers} workers ({executor.name}) share the study.")
+            job = WorkerJob(worker_config(cfg), setup.config_dirs)
+            statuses = executor.run(job, poll, console.print, Path(cfg.cache_dir).resolve())
+    from nas.executors import STOPPED
+
+    if len(completed(study)) < cfg.n_trials:
+        if STOPPED in statuses:
+            console.print(
+                f"[red]Stopped: {cfg.max_consecutive_failures} trials in a row failed[/] "
+                "(reasons above and in each trial's user attribute fail_reason)."
+            )
+        else:
+            console.print(f"[red]The workers ended early[/] (exit statuses {statuses}); rerun to continue.")
         return 1
     n_done = len(completed(study))
+    sources = Counter(t.user_attrs.get("latency_source") for t in completed(study))
     console.print(
         f"{n_done} completed trials in {time.perf_counter() - t0:.0f} s "
-        f"({objective.cache.misses} latency measurements, {objective.cache.hits} from the latency table)."
+        f"(latency: {sources['measured']} measured, {sources['table']} from the latency table, "
+        f"{sources['computed']} computed)."
     )
     rows = print_pareto(study, console)
     if setup.profiler.name == "predictor":
-        check_front(study, setup.profiler, objective.cache, console)
+        from latency_models.cache import LatencyCache
+
+        check_front(study, setup.profiler, LatencyCache(cfg.storage), console)
     csv_path, png_path = write_pareto_files(study, rows, folder)
     written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
     console.print(f"Pareto front written to {written}")
     return 0
+
+
+def worker_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config for worker processes: paths made absolute (a worker may start
+    elsewhere), no progress bars of their own."""
+    from sqlalchemy.engine import make_url
+
+    config = to_container(cfg)
+    url = make_url(cfg.storage)
+    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        config["storage"] = url.set(database=str(Path(url.database).expanduser().resolve())).render_as_string(
+            hide_password=False
+        )
+    config["cache_dir"] = str(Path(cfg.cache_dir).expanduser().resolve())
+    config["progress"] = False
+    return config
+
+
+def work(setup: Setup, worker: int = 0, supernet=None, after_trial=None) -> int:
+    """One worker: pull trials from the study until it holds ``n_trials`` COMPLETE ones.
+
+    Exactly ``n_trials``: a worker only asks for a trial while completed + running < n_trials,
+    and a trial that finds the quota taken by lower-numbered ones (several workers asked at
+    once) is PRUNED unevaluated (user attribute ``surplus``). While the last trials run
+    elsewhere it waits: they complete, fail (one more is then needed) or go silent and are
+    failed by the heartbeat and retried. Returns DONE, or STOPPED after
+    ``max_consecutive_failures`` failures in a row.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.executors import DONE, STOPPED
+    from nas.study import open_storage
+
+    cfg = setup.cfg
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=setup.study_name, storage=open_storage(cfg.storage, cfg.heartbeat_s))
+    if supernet is None:  # a worker process: the driver trained it, so this loads it from cache_dir
+        from nas.train import train_supernet
+
+        args = (setup.space, setup.space_config, setup.data, setup.train_idx, setup.val_idx, setup.split)
+        trained = train_supernet(*args, setup.recipe, cfg.cache_dir, device=cfg.device, progress=False)
+        supernet = trained.net.cpu()
+    study.sampler = instantiate("sampler", cfg.sampler, seed=cfg.seed + len(study.trials) + 7919 * worker)
+    objective = Objective(setup, supernet, study, worker)
+    failures, last = 0, {}
+    while True:
+        states = Counter(t.state for t in study.get_trials(deepcopy=False))
+        if states[TrialState.COMPLETE] >= cfg.n_trials:
+            return DONE
+        if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= cfg.n_trials:
+            _fail_stale_trials(study)
+            time.sleep(min(1.0, cfg.heartbeat_s))
+            continue
+        study.optimize(
+            objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: last.update(trial=t)]
+        )
+        trial = last.pop("trial", None)
+        if after_trial is not None:
+            after_trial()
+        if trial is not None and trial.state == TrialState.FAIL:
+            failures += 1
+            if failures >= cfg.max_consecutive_failures:
+                return STOPPED
+        elif trial is not None and trial.state == TrialState.COMPLETE:
+            failures = 0
 
 
 def check_front(study, profiler, cache, console) -> None:
@@ -320,11 +402,11 @@ def check_front(study, profiler, cache, console) -> None:
 class Objective:
     """Scores one trial: inherited top-1 on the validation split, and measured latency."""
 
-    def __init__(self, setup: Setup, supernet, study) -> None:
+    def __init__(self, setup: Setup, supernet, study, worker: int = 0) -> None:
         from latency_models.cache import LatencyCache
         from nas.study import completed
 
-        self.setup, self.supernet = setup, supernet
+        self.setup, self.supernet, self.study, self.worker = setup, supernet, study, worker
         self.cache = LatencyCache(setup.cfg.storage)
         if setup.profiler.name == "predictor":
             setup.profiler.cache = self.cache  # blocks it lacks are measured through the table
@@ -334,6 +416,8 @@ class Objective:
         self.seen = {t.user_attrs["arch_key"]: t for t in completed(study) if "arch_key" in t.user_attrs}
 
     def __call__(self, trial) -> tuple[float, ...]:
+        import torch
+
         from latency_models._base import measure_arch
         from latency_models.flops import count_flops, count_nonzero_params, count_params
         from latency_models.lock import computing
@@ -343,11 +427,13 @@ class Objective:
 
         arch = self.setup.space.suggest(trial)
         key = arch.key()
-        if key in self.seen:
-            earlier = self.seen[key]
+        trial.set_user_attr("arch_key", key)  # now, so other workers see what this one scores
+        earlier = self.seen.get(key) or self._elsewhere(trial, key)
+        if earlier is not None:
             for name, value in earlier.user_attrs.items():
                 trial.set_user_attr(name, value)
             trial.set_user_attr("reused_from", earlier.number)
+            trial.set_user_attr("worker", self.worker)
             return tuple(earlier.values)
         try:
             start = time.perf_counter()
@@ -369,6 +455,8 @@ class Objective:
         except Exception as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             trial.set_user_attr("arch", arch.to_dict())
+            if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
+                torch.cuda.empty_cache()  # give the failed candidate's memory back before the next
             raise
         attrs = {
             "arch": arch.to_dict(),
@@ -388,6 +476,7 @@ class Objective:
             else "computed",
             "profiler": {"name": self.setup.profiler.name, "settings": self.setup.profiler.settings()},
             "hardware": fingerprint(),
+            "worker": self.worker,
             "eval_seconds": round(eval_seconds, 4),
             "latency_seconds": round(latency_seconds, 4),
         }
@@ -402,6 +491,34 @@ class Objective:
         values = tuple(objective_value(attrs, name) for name in self.setup.objectives)
         self.seen[key] = _Done(attrs, values, trial.number)
         return values
+
+    def _elsewhere(self, trial, key: str):
+        """A trial of another worker that scored (or is scoring) this architecture: its figures
+        are reused, so nothing is evaluated twice. Raises TrialPruned for a surplus trial."""
+        import optuna
+        from optuna.trial import TrialState
+
+        beat = time.monotonic()
+        while True:
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            ahead = sum(
+                t.state == TrialState.COMPLETE or t.number < trial.number
+                for t in trials
+                if t.number != trial.number
+            )
+            if ahead >= self.setup.cfg.n_trials:
+                trial.set_user_attr("surplus", True)
+                raise optuna.TrialPruned("n_trials reached by trials of other workers")
+            same = [t for t in trials if t.number != trial.number and t.user_attrs.get("arch_key") == key]
+            done = [t for t in same if t.state == TrialState.COMPLETE]
+            if done:
+                return done[0]
+            if not any(t.number < trial.number for t in same):
+                return None
+            time.sleep(0.2)  # an earlier trial scores it now: wait for its figures
+            if time.monotonic() - beat > self.setup.cfg.heartbeat_s:
+                _fail_stale_trials(self.study)  # its worker may have been killed
+                beat = time.monotonic()
 
 
 @dataclasses.dataclass

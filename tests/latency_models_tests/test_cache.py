@@ -129,7 +129,7 @@ def test_second_study_in_another_process_measures_nothing(tmp_path):
     # Same space, seed and settings, another study: every architecture is already in the table.
     second = run_nas("search", *FAST, "study_name=b", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    expected = f"(0 latency measurements, {len(keys_a)} from the latency table)"
+    expected = f"(latency: 0 measured, {len(keys_a)} from the latency table, 0 computed)"
     assert expected in " ".join(second.stdout.split())
     study_b = optuna.load_study(study_name="b", storage=storage)
     assert {t.user_attrs["latency_source"] for t in study_b.trials} == {"table"}

@@ -63,7 +63,9 @@ def test_kill_9_during_the_search_then_the_same_command_finishes_it(tmp_path):
     (dead,) = killed_running
     assert next(t for t in trials if t.number == dead).state == TrialState.FAIL
     retried = [t for t in complete if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead]
-    assert len(retried) == 1 and retried[0].params == next(t for t in trials if t.number == dead).params
+    # Retried with the killed trial's parameters (if it was killed while suggesting, the ones it had).
+    assert len(retried) == 1
+    assert next(t for t in trials if t.number == dead).params.items() <= retried[0].params.items()
     # Every architecture was scored once; repeats of a suggestion reuse the earlier figures.
     scored = [t.user_attrs["arch_key"] for t in complete if "reused_from" not in t.user_attrs]
     assert len(scored) == len(set(scored))

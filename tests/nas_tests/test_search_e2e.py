@@ -147,6 +147,57 @@ def test_a_search_where_every_trial_fails_stops_with_a_message(tmp_path):
     assert "arch" in study.trials[0].user_attrs
 
 
+FLAKY_PROFILER = """\
+import torch
+from latency_models._base import LatencyResult
+
+class Flaky:
+    name, unit, measured = "flaky", "ms", False
+    calls = 0
+
+    def settings(self):
+        return {}
+
+    def measure(self, arch, model=None):
+        Flaky.calls += 1
+        if Flaky.calls == 1:
+            return LatencyResult.from_samples([float("nan")])
+        if Flaky.calls == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if Flaky.calls == 3:
+            raise RuntimeError("ONNX export failed: unsupported operator")
+        return LatencyResult.from_samples([0.1 * arch.embed_dim])
+"""
+
+
+def test_nan_out_of_memory_and_export_failures_are_recorded_and_the_search_goes_on(tmp_path):
+    (tmp_path / "flaky_profiler.py").write_text(FLAKY_PROFILER)
+    (tmp_path / "myconf" / "profiler").mkdir(parents=True)
+    (tmp_path / "myconf" / "profiler" / "flaky.yaml").write_text("_target_: flaky_profiler.Flaky\n")
+    args = [
+        "search",
+        "+space=tiny",
+        "supernet.epochs=1",
+        "n_trials=5",
+        "profiler=flaky",
+        "--config-dir",
+        "myconf",
+    ]
+    result = run_nas(*args, cwd=tmp_path, extra_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
+    states = [t.state for t in study.get_trials()]
+    TrialState = optuna.trial.TrialState
+    assert states[:3] == [TrialState.FAIL] * 3 and states.count(TrialState.COMPLETE) == 5
+    reasons = [t.user_attrs["fail_reason"] for t in study.trials[:3]]
+    assert reasons[0] == "NaN score or latency"
+    assert reasons[1].startswith("OutOfMemoryError: CUDA out of memory")
+    assert reasons[2] == "RuntimeError: ONNX export failed: unsupported operator"
+    assert all("arch" in t.user_attrs for t in study.trials[:3])
+    for number, reason in enumerate(reasons):  # the search said so as it went
+        assert f"trial {number} failed" in result.stdout
+
+
 SPARSE_TINY = """\
 _target_: search_spaces.vit.VitSpace
 name: sparse_tiny

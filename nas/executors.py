@@ -1,0 +1,197 @@
+"""Executors: which processes run a search's trials (conf group ``executor``).
+
+Every worker, whatever starts it, runs ``nas.search.work``: it loads the study from ``storage``
+and the trained supernet from ``cache_dir`` once, then pulls trials until the study holds
+``n_trials`` COMPLETE ones. The study in SQL is the only thing workers share, so a worker that
+dies loses nothing but its running trial, which the heartbeat fails and retries.
+
+- ``local``: ``n_workers`` processes on this machine (1: the search runs in the driver itself),
+  each with its share of the cores as torch threads.
+- ``ray``: ``n_workers`` Ray tasks, on a cluster at ``address`` or on a local one started here
+  (its temporary files under ``<cache_dir>/ray``); each asks Ray for ``cpus_per_worker`` and
+  ``gpus_per_worker`` (torch threads = cpus_per_worker).
+
+Measurements never overlap on one machine: a measurement holds the machine-wide lock of
+``latency_models.lock`` exclusively, while candidate scoring holds it shared, so no worker
+computes while another times a model (workers on other machines have their own lock).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DONE, STOPPED = 0, 3  # worker exit statuses: n_trials reached; too many failures in a row
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker process needs to rebuild the search: the resolved config and its dirs."""
+
+    config: dict[str, Any]
+    config_dirs: list[str] = field(default_factory=list)
+
+
+def worker_main(job: WorkerJob, index: int, threads: int = 0) -> int:
+    """Entry point of a worker process (local or Ray): DONE or STOPPED. ``threads`` > 0 caps
+    torch's CPU threads, so that K workers on one machine share its cores instead of fighting."""
+    from omegaconf import OmegaConf
+
+    from nas.search import prepare, work
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    setup = prepare(OmegaConf.create(job.config), job.config_dirs)
+    return work(setup, worker=index)
+
+
+def _local_worker(job: WorkerJob, index: int, threads: int) -> None:
+    _die_with_parent()
+    os._exit(worker_main(job, index, threads))
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the driver dies, so a killed search leaves no workers."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"executor.{name}: expected a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """``n_workers`` processes on this machine; a worker that is killed is started again."""
+
+    n_workers: int = 1
+    max_restarts: int = 10
+    threads_per_worker: int | None = None  # torch CPU threads; None: this machine's cores / n_workers
+
+    name = "local"
+
+    def __post_init__(self) -> None:
+        _positive_int("n_workers", self.n_workers)
+        restarts = self.max_restarts
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+            raise ValueError(f"executor.max_restarts: expected an integer >= 0, got {self.max_restarts!r}")
+        if self.threads_per_worker is not None:
+            _positive_int("threads_per_worker", self.threads_per_worker)
+
+    def run(self, job: WorkerJob, poll: Callable[[], None], say: Callable[[str], None], run_dir: Path):
+        context = multiprocessing.get_context("spawn")
+        threads = self.threads_per_worker or max(1, len(os.sched_getaffinity(0)) // self.n_workers)
+
+        def start(index: int):
+            args = (job, index, threads)
+            process = context.Process(target=_local_worker, args=args, name=f"nas-worker-{index}")
+            process.start()
+            return process
+
+        running = {i: start(i) for i in range(self.n_workers)}
+        statuses: dict[int, int] = {}
+        restarts = 0
+        try:
+            while running:
+                time.sleep(0.5)
+                poll()
+                for index, process in list(running.items()):
+                    if process.is_alive():
+                        continue
+                    code = process.exitcode
+                    if code in (DONE, STOPPED) or restarts >= self.max_restarts:
+                        statuses[index] = code
+                        del running[index]
+                        if code not in (DONE, STOPPED):
+                            say(f"worker {index} ended with exit code {code}; restarts used up")
+                        continue
+                    restarts += 1
+                    say(f"worker {index} died (exit code {code}); restarted ({restarts}/{self.max_restarts})")
+                    running[index] = start(index)
+        finally:
+            for process in running.values():  # Ctrl-C or an error in the driver
+                process.terminate()
+            for process in running.values():
+                process.join(5)
+        poll()
+        return [statuses[i] for i in sorted(statuses)]
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """``n_workers`` Ray tasks, each a worker as above; Ray retries a task whose process died."""
+
+    n_workers: int = 2
+    address: str | None = None  # None: start a local Ray; "auto" or "ray://host:10001": connect
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_retries: int = 3
+
+    name = "ray"
+
+    def __post_init__(self) -> None:
+        _positive_int("n_workers", self.n_workers)
+        for key in ("cpus_per_worker", "gpus_per_worker"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"executor.{key}: expected a number >= 0, got {value!r}")
+
+    def run(self, job: WorkerJob, poll: Callable[[], None], say: Callable[[str], None], run_dir: Path):
+        import math
+
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if self.address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster: no token files
+            options |= {
+                "num_cpus": max(1, math.ceil(self.n_workers * self.cpus_per_worker)),
+                "num_gpus": math.ceil(self.n_workers * self.gpus_per_worker),
+                "_temp_dir": _short_path(run_dir / "ray"),
+            }
+        else:
+            options["address"] = self.address
+        import ray
+
+        ray.init(**options)
+        try:
+            task = ray.remote(
+                num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_retries=self.max_retries
+            )(worker_main)
+            threads = max(1, int(self.cpus_per_worker))
+            pending = [task.remote(job, i, threads) for i in range(self.n_workers)]
+            refs = list(pending)
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+                poll()
+            return ray.get(refs)
+        finally:
+            ray.shutdown()
+
+
+def _short_path(folder: Path) -> str:
+    """``folder``, or a short link to it in the system's temp dir: Ray puts sockets ~70
+    characters below its temp dir, and a Unix socket path may not exceed 107 bytes."""
+    import hashlib
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(str(folder)) <= 36:
+        return str(folder)
+    link = Path(tempfile.gettempdir()) / f"nas-ray-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
+    if not (link.is_symlink() and link.resolve() == folder.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(folder, target_is_directory=True)
+    return str(link)

@@ -71,11 +71,12 @@ class LatencyCache:
     """Measure-once store of profiler results in the SQL database at ``url``."""
 
     def __init__(self, url: str, stale_after_s: float = 900.0) -> None:
-        from nas.study import normalise_url
+        from nas.study import normalise_url, tune_sqlite
 
         url = normalise_url(url)
         connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        tune_sqlite(self.engine)
         self.stale_after_s = stale_after_s
         self.hits = self.misses = 0
         for attempt in range(5):  # several processes may create it at once

@@ -189,12 +189,13 @@ class OnnxRuntimeProfiler:
 
     def measure_module(self, model: Any, input_shape: tuple[int, ...]) -> LatencyResult:
         """Export ``model`` (input ``(batch_size, *input_shape)``) and time it."""
+        from latency_models.lock import computing, measuring
         from nas.onnx_io import to_onnx
 
-        session = self.session(to_onnx(model, input_shape))
+        with computing():  # export and graph optimisation: never beside another's measurement
+            session = self.session(to_onnx(model, input_shape))
         shape = (self.batch_size, *input_shape)
         feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
-        from latency_models.lock import measuring
 
         with measuring(), pinned(self._cpu):
             rounds, load = quiet_measurement(

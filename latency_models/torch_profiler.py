@@ -110,9 +110,10 @@ class TorchProfiler:
 
     @torch.inference_mode()
     def measure_module(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
-        from latency_models.lock import measuring
+        from latency_models.lock import computing, measuring
 
-        run = self.prepare(model)
+        with computing():  # copying to the device, sparse conversion: never beside a measurement
+            run = self.prepare(model)
         x = torch.rand(self.batch_size, *input_shape, device=self.device, dtype=DTYPES[self.dtype])
         with measuring():
             return self._measure(run, x, input_shape)

@@ -237,9 +237,13 @@ def run_search(setup: Setup, console) -> int:
     ]
     reported = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
 
+    from latency_models.lock import computing
+
     def poll() -> None:
-        """Progress from the study itself, whichever process ran the trials."""
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        """Progress from the study itself, whichever process ran the trials (never while a
+        latency is measured: reading the study costs CPU)."""
+        with computing():
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
         for t in trials:
             if t.state == TrialState.FAIL and t.number not in reported:
                 reported.add(t.number)
@@ -258,6 +262,10 @@ def run_search(setup: Setup, console) -> int:
     with Progress(*columns, console=console, disable=not cfg.progress) as bar:
         task = bar.add_task("search", total=cfg.n_trials, completed=len(done), last="")
         if executor.name == "local" and executor.n_workers == 1:
+            if executor.threads_per_worker:
+                import torch
+
+                torch.set_num_threads(executor.threads_per_worker)
             statuses = [work(setup, worker=0, supernet=supernet, after_trial=poll)]
         else:
             from nas.executors import WorkerJob
@@ -323,6 +331,7 @@ def work(setup: Setup, worker: int = 0, supernet=None, after_trial=None) -> int:
     import optuna
     from optuna.trial import TrialState
 
+    from latency_models.lock import computing
     from nas.executors import DONE, STOPPED
     from nas.study import open_storage
 
@@ -339,7 +348,8 @@ def work(setup: Setup, worker: int = 0, supernet=None, after_trial=None) -> int:
     objective = Objective(setup, supernet, study, worker)
     failures, last = 0, {}
     while True:
-        states = Counter(t.state for t in study.get_trials(deepcopy=False))
+        with computing():
+            states = Counter(t.state for t in study.get_trials(deepcopy=False))
         if states[TrialState.COMPLETE] >= cfg.n_trials:
             return DONE
         if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= cfg.n_trials:
@@ -425,21 +435,29 @@ class Objective:
         from nas.study import objective_value
         from nas.train import activation_sparsity, evaluate
 
-        arch = self.setup.space.suggest(trial)
-        key = arch.key()
-        trial.set_user_attr("arch_key", key)  # now, so other workers see what this one scores
+        # Everything that costs CPU runs under the shared lock (SQL writes too), in short
+        # pieces: never beside a measurement, and a waiting measurement goes first.
+        with computing():
+            arch = self.setup.space.suggest(trial)
+            key = arch.key()
+            trial.set_user_attr("arch_key", key)  # now, so other workers see what this one scores
         earlier = self.seen.get(key) or self._elsewhere(trial, key)
         if earlier is not None:
-            for name, value in earlier.user_attrs.items():
-                trial.set_user_attr(name, value)
-            trial.set_user_attr("reused_from", earlier.number)
-            trial.set_user_attr("worker", self.worker)
+            with computing():
+                for name, value in earlier.user_attrs.items():
+                    trial.set_user_attr(name, value)
+                trial.set_user_attr("reused_from", earlier.number)
+                trial.set_user_attr("worker", self.worker)
             return tuple(earlier.values)
         try:
             start = time.perf_counter()
-            with computing():  # never while a latency is being measured on this machine
+            # Never while a latency is being measured on this machine; in short steps (one
+            # validation batch each), so that a waiting measurement gets the machine soon.
+            with computing():
                 model = self.supernet.extract(arch)
-                top1 = evaluate(model, None, self.val_images, self.val_labels)
+            images, labels = self.val_images, self.val_labels
+            top1 = evaluate(model, None, images, labels, batch_size=200, each_batch=computing)
+            with computing():
                 flops = count_flops(model, arch.input_shape)
                 params, nonzero = count_params(model), count_nonzero_params(model)
                 sparsity = round(activation_sparsity(model, self.val_images), 4)
@@ -483,8 +501,9 @@ class Objective:
         if check is not None:
             attrs["latency_measured"] = check.to_dict()
             attrs["latency_error"] = round(latency.median / check.median - 1, 5)
-        for name, value in attrs.items():
-            trial.set_user_attr(name, value)
+        with computing():
+            for name, value in attrs.items():
+                trial.set_user_attr(name, value)
         if not (top1 == top1 and latency.median == latency.median):  # NaN
             trial.set_user_attr("fail_reason", "NaN score or latency")
             raise ValueError("NaN score or latency")
@@ -498,9 +517,13 @@ class Objective:
         import optuna
         from optuna.trial import TrialState
 
+        from latency_models.lock import computing
+
         beat = time.monotonic()
         while True:
-            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            with computing():
+                states = (TrialState.COMPLETE, TrialState.RUNNING)
+                trials = self.study.get_trials(deepcopy=False, states=states)
             ahead = sum(
                 t.state == TrialState.COMPLETE or t.number < trial.number
                 for t in trials

@@ -71,6 +71,24 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def tune_sqlite(engine: Any) -> None:
+    """SQLite only: write-ahead log, synced at checkpoints. Workers then read while one writes,
+    and a trial's attribute writes cost about 3x less; a killed process loses nothing that was
+    committed (a power cut can lose the last transactions). Not for databases on NFS."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+    import sqlalchemy as sa
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before this would keep the defaults
+    sa.event.listen(engine, "connect", on_connect)
+
+
 def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStorage:
     """The study storage at ``url``. A running trial beats every ``heartbeat_s``; one silent for
     3x that (its process was killed) is failed by the next run and retried once with the same
@@ -82,12 +100,14 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStor
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=max(1, round(heartbeat_s)),
                 grace_period=max(2, round(3 * heartbeat_s)),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
+            tune_sqlite(storage.engine)
+            return storage
     except Exception as e:  # driver missing, server down, bad credentials
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"storage: cannot open {url!r}: {first}") from None

@@ -10,12 +10,14 @@ by later searches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,16 +107,19 @@ def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int = 1000,
+    each_batch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> float:
-    """Top-1 (%) of ``arch`` inside ``net`` (or of a standalone module when arch is None)."""
+    """Top-1 (%) of ``arch`` inside ``net`` (or of a standalone module when arch is None);
+    each batch runs inside ``each_batch()`` (e.g. the shared measurement lock)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device).float().div_(255)
-        logits = net(x) if arch is None else net(x, arch)
-        correct += (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
+        with each_batch():
+            x = images[start : start + batch_size].to(device).float().div_(255)
+            logits = net(x) if arch is None else net(x, arch)
+            correct += (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
     net.train(was_training)
     return 100.0 * correct / len(images)
 

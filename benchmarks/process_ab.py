@@ -1,7 +1,7 @@
 """Does the measuring process matter? The same architectures measured ABAB in this process and in
 a spawned worker-like process (torch limited to 1 thread, as a local worker), seconds apart.
 
-    python benchmarks/process_ab.py --storage sqlite:////tmp/nas-scale-out/agreement_XXXX.db \
+    python benchmarks/process_ab.py --storage sqlite:///<database of a scale_out.py agreement run> \
         --study agree-2w --n 20 --repeats 3
 
 Prints per architecture the child/parent ratio of the medians, then the median over architectures.

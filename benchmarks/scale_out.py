@@ -8,6 +8,7 @@ latencies measured during a multi-worker search agree with the same architecture
         --extra executor.threads_per_worker=1
     python benchmarks/scale_out.py throughput --profiler onnxruntime --trials 60
     python benchmarks/scale_out.py agreement --workers 2 --trials 60 --chunk 10 --repeats 4
+    python benchmarks/scale_out.py interference --workers 2 --archs 8 --repeats 8
 
 Every run is a real `nas search +space=vit` (subprocess) with supernet.epochs=1 (accuracy is not
 under test; the supernet is trained once and shared through --workdir's cache). Results go to
@@ -17,8 +18,12 @@ benchmarks/results/scale_out_<part>_*.json; the study databases stay in --workdi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
+import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -258,9 +263,194 @@ def agreement(args) -> None:
     )
 
 
+def all_stopped(group: int) -> bool:
+    """Whether every thread of every process in process group ``group`` is stopped (state T)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != group:  # fields after the name: state ppid pgrp
+                continue
+            states = [
+                (task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in (proc / "task").iterdir()
+            ]
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        if any(state not in "tTZX" for state in states):
+            return False
+    return True
+
+
+def interference(args) -> None:
+    """Does a K-worker search running beside a measurement change the figure? A background
+    ``nas search`` (``--profiler``, flops by default: its workers compute without pause) runs
+    while this process measures ``--archs`` of its architectures with the ONNX Runtime profiler
+    in three conditions, interleaved in rotating order so that the machine's slow drift falls on
+    all three alike: ``search`` (the workers run; the machine-wide lock keeps them out of the
+    measurement), ``alone`` (the workers are stopped with SIGSTOP, taken while this process holds
+    the lock, so none holds it) and ``no_lock`` (the workers run and the lock is switched off:
+    the control that shows what the lock prevents). Agreement: search/alone is centred on 0 and
+    within the spread of alone measurements among themselves."""
+    from omegaconf import OmegaConf
+
+    from latency_models import create_profiler
+    from latency_models.lock import measuring
+    from nas.arch import arch_from_dict
+
+    if "alone" not in args.conditions or not set(args.conditions) <= {"search", "alone", "no_lock"}:
+        sys.exit("--conditions: alone and any of search, no_lock")
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{workdir / f'interference_{uuid.uuid4().hex[:6]}.db'}"
+    study_name = f"background-{args.workers}w"
+    overrides = [f"storage={storage}", f"study_name={study_name}", "n_trials=1000000", "heartbeat_s=60"]
+    overrides += [f"executor.n_workers={args.workers}", f"profiler={args.profiler}", "sampler=random"]
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    log = open(workdir / "interference_background.log", "w")
+    background = subprocess.Popen(
+        [sys.executable, "-m", "nas", *BASE, f"cache_dir={workdir / 'cache'}", *overrides, *args.extra],
+        cwd=workdir,
+        env=os.environ | {"PYTHONPATH": path},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the driver and its workers, signalled together
+    )
+
+    def signal_background(sig: int) -> None:
+        """SIGSTOP / SIGCONT the background search. Sent while this process holds the lock, so no
+        worker holds it; the lock is kept until every thread of the group has stopped, so none
+        is woken to take it between the signal and the stop (which left a stopped worker holding
+        the lock in a first try)."""
+        with measuring():
+            os.killpg(background.pid, sig)
+            deadline = time.monotonic() + 30
+            while sig == signal.SIGSTOP and not all_stopped(background.pid):
+                if time.monotonic() > deadline:
+                    sys.exit("background search did not stop within 30 s")
+                time.sleep(0.01)
+
+    def completed() -> int:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            return 0
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    try:
+        while completed() < max(args.archs, 2 * args.workers):  # supernet trained, workers running
+            if background.poll() is not None:
+                sys.exit(f"background search ended (exit {background.returncode}); see {log.name}")
+            time.sleep(2)
+        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(
+            states=(TrialState.COMPLETE,)
+        )
+        chosen = sorted(trials[: args.archs], key=lambda t: t.user_attrs["flops"])
+        archs = [arch_from_dict(t.user_attrs["arch"]) for t in chosen]
+        settings = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "profiler" / "onnxruntime.yaml"))
+        settings = {k: v for k, v in settings.items() if k not in ("_target_", "name")}
+        profiler = create_profiler("onnxruntime", **settings)
+        conditions = tuple(args.conditions)
+        orders = [list(o) for o in itertools.permutations(conditions)]
+        random.Random(0).shuffle(orders)
+        medians = {c: [[] for _ in archs] for c in conditions}
+        loads = {c: [] for c in conditions}
+
+        def measure_in(condition: str, arch):
+            if condition == "alone":
+                signal_background(signal.SIGSTOP)
+            if condition == "no_lock":
+                os.environ["NAS_NO_MEASURE_LOCK"] = "1"
+            try:
+                return profiler.measure(arch)
+            finally:
+                os.environ.pop("NAS_NO_MEASURE_LOCK", None)
+                if condition == "alone":
+                    signal_background(signal.SIGCONT)
+
+        step, first, deadline = 0, completed(), time.monotonic() + args.max_seconds
+        for repeat in range(args.repeats):
+            if repeat and time.monotonic() > deadline:
+                args.repeats = repeat
+                break
+            for i, arch in enumerate(archs):  # the conditions back to back, in rotating order
+                for condition in orders[step % len(orders)]:
+                    result = measure_in(condition, arch)
+                    medians[condition][i].append(result.median)
+                    loads[condition].append(result.background_load)
+                step += 1
+            print(f"round {repeat + 1}/{args.repeats}; background trials: {completed() - first}", flush=True)
+        background_trials = completed() - first
+    finally:
+        os.killpg(background.pid, signal.SIGCONT)
+        os.killpg(background.pid, signal.SIGKILL)
+        background.wait()
+        log.close()
+
+    def ratios(condition: str) -> list[float]:  # per architecture: its median in condition / alone
+        return [
+            statistics.median(medians[condition][i]) / statistics.median(medians["alone"][i]) - 1
+            for i in range(len(archs))
+        ]
+
+    def paired(condition: str) -> list[float]:  # each measurement against alone's, taken next to it
+        return [
+            m / a - 1 for i in range(len(archs)) for m, a in zip(medians[condition][i], medians["alone"][i])
+        ]
+
+    alone_spread = [  # leave-one-out: one alone measurement against the median of the others
+        m / statistics.median(ms[:j] + ms[j + 1 :]) - 1 for ms in medians["alone"] for j, m in enumerate(ms)
+    ]
+
+    def summary(errors: list[float]) -> dict:
+        """Size of the differences, and whether they lean: the median's 95 % bootstrap interval
+        and the two-sided sign test's p (no lean: the interval holds 0 and p is large)."""
+        absolute = sorted(abs(e) for e in errors)
+        rng = random.Random(0)
+        boot = sorted(statistics.median(rng.choices(errors, k=len(errors))) for _ in range(2000))
+        positive, n = sum(e > 0 for e in errors), sum(e != 0 for e in errors)
+        tail = sum(math.comb(n, k) for k in range(min(positive, n - positive) + 1)) / 2**n
+        return {
+            "n": len(errors),
+            "median_signed": round(statistics.median(errors), 4),
+            "median_ci95": [round(boot[50], 4), round(boot[1949], 4)],
+            "mean_signed": round(statistics.mean(errors), 4),
+            "median_abs": round(statistics.median(absolute), 4),
+            "p90_abs": round(absolute[int(0.9 * (len(absolute) - 1))], 4),
+            "positive": round(positive / max(n, 1), 3),
+            "sign_test_p": round(min(1.0, 2 * tail), 4),
+        }
+
+    others = [c for c in conditions if c != "alone"]
+    save(
+        f"interference_{args.workers}w{f'_{args.tag}' if args.tag else ''}",
+        {
+            "workers": args.workers,
+            "background_profiler": args.profiler,
+            "archs": len(archs),
+            "repeats": args.repeats,
+            "profiler_settings": settings,
+            **{f"{c}_vs_alone_paired": summary(paired(c)) for c in others},
+            **{f"{c}_vs_alone_per_arch": summary(ratios(c)) for c in others},
+            "alone_vs_other_alone": summary(alone_spread),
+            "background_trials_completed": background_trials,
+            "median_background_load": {c: round(statistics.median(v), 3) for c, v in loads.items()},
+            "per_arch": [
+                {
+                    "summary": arch.summary(),
+                    "flops": t.user_attrs["flops"],
+                    **{f"{c}_ms": [round(m, 5) for m in medians[c][i]] for c in conditions},
+                }
+                for i, (arch, t) in enumerate(zip(archs, chosen))
+            ],
+            "machine": machine(),
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["correctness", "throughput", "agreement"])
+    parser.add_argument("part", choices=["correctness", "throughput", "agreement", "interference"])
     parser.add_argument("--workdir", default="/tmp/nas-scale-out")
     parser.add_argument("--storage", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -271,10 +461,19 @@ def main() -> None:
     parser.add_argument("--sampler", default="random")
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
     parser.add_argument("--chunk", type=int, default=10, help="agreement: trials per search run")
-    parser.add_argument("--repeats", type=int, default=4, help="agreement: measurements alone per arch")
+    parser.add_argument("--repeats", type=int, default=4, help="agreement, interference: per arch")
+    parser.add_argument("--archs", type=int, default=8, help="interference: architectures measured")
+    parser.add_argument("--max-seconds", type=float, default=1e9, help="interference: fewer repeats past it")
+    parser.add_argument(
+        "--conditions",
+        nargs="+",
+        default=["search", "alone", "no_lock"],
+        help="interference: what to compare",
+    )
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. profiler.runs=50")
     args = parser.parse_args()
-    {"correctness": correctness, "throughput": throughput, "agreement": agreement}[args.part](args)
+    parts = {"correctness": correctness, "throughput": throughput, "agreement": agreement}
+    (parts | {"interference": interference})[args.part](args)
 
 
 if __name__ == "__main__":

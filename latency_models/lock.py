@@ -6,6 +6,11 @@ measurement or another worker's computation on this machine, whichever process o
 belong to. A turnstile lets a waiting measurement in before new computations start (no
 starvation). ``fcntl.flock`` locks are released by the kernel when a process dies, so a killed
 worker never leaves the lock held.
+
+Re-entrant per thread: inside ``computing()`` or ``measuring()``, a nested ``computing()`` holds
+on to what the thread has (a fresh shared request would queue behind a waiting measurement that
+waits for this very thread). ``measuring()`` inside ``computing()`` would wait for itself and
+raises instead.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 try:
@@ -32,11 +38,30 @@ def _open(name: str) -> int:
     return os.open(lock_dir() / name, os.O_RDWR | os.O_CREAT, 0o666)
 
 
+_held = threading.local()  # device -> "shared" | "exclusive", what this thread holds
+
+
 @contextlib.contextmanager
 def _locked(device: str, exclusive: bool):
     if fcntl is None or os.environ.get("NAS_NO_MEASURE_LOCK"):
         yield
         return
+    held = _held.__dict__.setdefault("modes", {})
+    if device in held:  # nested: the thread already holds the lock
+        if exclusive and held[device] == "shared":
+            raise RuntimeError(f"measuring({device!r}) inside computing(): it would wait for itself")
+        yield
+        return
+    held[device] = "exclusive" if exclusive else "shared"
+    try:
+        with _flocked(device, exclusive):
+            yield
+    finally:
+        del held[device]
+
+
+@contextlib.contextmanager
+def _flocked(device: str, exclusive: bool):
     safe = device.replace(":", "_").replace("/", "_")
     gate, main = _open(f"{safe}.gate"), _open(f"{safe}.lock")
     try:

@@ -333,18 +333,21 @@ def work(setup: Setup, worker: int = 0, supernet=None, after_trial=None) -> int:
 
     from latency_models.lock import computing
     from nas.executors import DONE, STOPPED
-    from nas.study import open_storage
+    from nas.study import LockedSampler, open_storage
 
     cfg = setup.cfg
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=setup.study_name, storage=open_storage(cfg.storage, cfg.heartbeat_s))
+    # Every storage call and sampler step holds the machine-wide lock shared, as scoring does.
+    storage = open_storage(cfg.storage, cfg.heartbeat_s, locked=True)
+    study = optuna.load_study(study_name=setup.study_name, storage=storage)
     if supernet is None:  # a worker process: the driver trained it, so this loads it from cache_dir
         from nas.train import train_supernet
 
         args = (setup.space, setup.space_config, setup.data, setup.train_idx, setup.val_idx, setup.split)
         trained = train_supernet(*args, setup.recipe, cfg.cache_dir, device=cfg.device, progress=False)
         supernet = trained.net.cpu()
-    study.sampler = instantiate("sampler", cfg.sampler, seed=cfg.seed + len(study.trials) + 7919 * worker)
+    sampler = instantiate("sampler", cfg.sampler, seed=cfg.seed + len(study.trials) + 7919 * worker)
+    study.sampler = LockedSampler(sampler)
     objective = Objective(setup, supernet, study, worker)
     failures, last = 0, {}
     while True:

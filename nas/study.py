@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -89,10 +91,70 @@ def tune_sqlite(engine: Any) -> None:
     sa.event.listen(engine, "connect", on_connect)
 
 
-def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStorage:
+class LockedRDBStorage(optuna.storages.RDBStorage):
+    """An RDBStorage whose every call holds the machine-wide lock shared (``computing``): a search
+    worker's Optuna bookkeeping (ask, tell, attributes, heartbeats, its polling) never runs
+    beside a latency measurement on this machine."""
+
+
+def _hold_computing(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        from latency_models.lock import computing
+
+        with computing():
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+for _name, _method in vars(optuna.storages.RDBStorage).items():
+    if inspect.isfunction(_method) and not _name.startswith("__"):
+        setattr(LockedRDBStorage, _name, _hold_computing(_method))
+
+
+class LockedSampler(optuna.samplers.BaseSampler):
+    """``sampler`` with each of its steps under the machine-wide shared lock, as LockedRDBStorage:
+    a model-based sampler's work (TPE, GP) in another worker never runs beside a measurement."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self.sampler = sampler
+
+    def __getattr__(self, name: str) -> Any:  # what a sampler has beyond the protocol
+        return getattr(self.sampler, name)
+
+    def __str__(self) -> str:
+        return str(self.sampler)
+
+    @_hold_computing
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    @_hold_computing
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    @_hold_computing
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    @_hold_computing
+    def before_trial(self, study, trial) -> None:
+        self.sampler.before_trial(study, trial)
+
+    @_hold_computing
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+
+
+def open_storage(url: str, heartbeat_s: float = 10.0, locked: bool = False) -> optuna.storages.RDBStorage:
     """The study storage at ``url``. A running trial beats every ``heartbeat_s``; one silent for
     3x that (its process was killed) is failed by the next run and retried once with the same
-    parameters (Optuna's RetryHeartbeatStaleTrialCallback)."""
+    parameters (Optuna's RetryHeartbeatStaleTrialCallback). ``locked``: a LockedRDBStorage, for
+    search workers."""
     check_storage_url(url)
     url = normalise_url(url)
     try:
@@ -100,7 +162,7 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStor
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-            storage = optuna.storages.RDBStorage(
+            storage = (LockedRDBStorage if locked else optuna.storages.RDBStorage)(
                 url,
                 heartbeat_interval=max(1, round(heartbeat_s)),
                 grace_period=max(2, round(3 * heartbeat_s)),

@@ -62,3 +62,67 @@ def test_a_killed_holder_does_not_keep_the_lock(tmp_path, monkeypatch):
     with computing():
         pass
     assert time.time() - start < 5
+
+
+def _queue_a_measurement(locks: str) -> None:
+    import os
+
+    os.environ["NAS_LOCK_DIR"] = locks
+    with measuring():
+        pass
+
+
+def _gate_taken(locks) -> bool:
+    """Whether another process holds the turnstile (a measurement queued or running)."""
+    import fcntl
+    import os
+
+    fd = os.open(locks / "machine.gate", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_nested_computing_does_not_queue_behind_a_waiting_measurement(tmp_path, monkeypatch):
+    """A thread that computes and calls code that also says computing() (a storage call inside
+    a scoring step) must not wait at the turnstile for a measurement that waits for it."""
+    import threading
+
+    locks = tmp_path / "locks"
+    monkeypatch.setenv("NAS_LOCK_DIR", str(locks))
+    measurer = multiprocessing.get_context("spawn").Process(target=_queue_a_measurement, args=(str(locks),))
+    done = threading.Event()
+
+    def nested() -> None:
+        with computing():
+            measurer.start()
+            while not _gate_taken(locks):  # the measurement is queued behind this computation
+                time.sleep(0.01)
+            with computing():
+                done.set()
+
+    thread = threading.Thread(target=nested, daemon=True)
+    thread.start()
+    thread.join(60)
+    if not done.is_set():
+        measurer.kill()  # frees the turnstile, so the stuck thread can end
+    measurer.join(30)
+    assert done.is_set(), "nested computing() waited for the queued measurement: deadlock"
+    assert measurer.exitcode == 0
+
+
+def test_measuring_inside_computing_is_refused(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("NAS_LOCK_DIR", str(tmp_path / "locks"))
+    with computing():
+        with pytest.raises(RuntimeError, match="inside computing"):
+            with measuring():
+                pass
+    with measuring():  # nothing left held
+        with computing():  # computing inside a measurement: the thread holds more already
+            pass

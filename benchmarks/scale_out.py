@@ -9,6 +9,7 @@ latencies measured during a multi-worker search agree with the same architecture
     python benchmarks/scale_out.py throughput --profiler onnxruntime --trials 60
     python benchmarks/scale_out.py agreement --workers 2 --trials 60 --chunk 10 --repeats 4
     python benchmarks/scale_out.py interference --workers 2 --archs 8 --repeats 8
+    python benchmarks/scale_out.py recorded --workers 2 --max-seconds 900
 
 Every run is a real `nas search +space=vit` (subprocess) with supernet.epochs=1 (accuracy is not
 under test; the supernet is trained once and shared through --workdir's cache). Results go to
@@ -18,6 +19,7 @@ benchmarks/results/scale_out_<part>_*.json; the study databases stay in --workdi
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import json
 import math
@@ -282,6 +284,88 @@ def all_stopped(group: int) -> bool:
     return True
 
 
+def summary(errors: list[float]) -> dict:
+    """Size of the differences, and whether they lean: the median's 95 % bootstrap interval
+    and the two-sided sign test's p (no lean: the interval holds 0 and p is large)."""
+    absolute = sorted(abs(e) for e in errors)
+    rng = random.Random(0)
+    boot = sorted(statistics.median(rng.choices(errors, k=len(errors))) for _ in range(2000))
+    positive, n = sum(e > 0 for e in errors), sum(e != 0 for e in errors)
+    tail = sum(math.comb(n, k) for k in range(min(positive, n - positive) + 1)) / 2**n
+    return {
+        "n": len(errors),
+        "median_signed": round(statistics.median(errors), 4),
+        "median_ci95": [round(boot[50], 4), round(boot[1949], 4)],
+        "mean_signed": round(statistics.mean(errors), 4),
+        "median_abs": round(statistics.median(absolute), 4),
+        "p90_abs": round(absolute[int(0.9 * (len(absolute) - 1))], 4),
+        "positive": round(positive / max(n, 1), 3),
+        "sign_test_p": round(min(1.0, 2 * tail), 4),
+    }
+
+
+class Background:
+    """A ``nas search`` (``--workers`` workers, ``profiler``) run in the background, in its own
+    process group, that can be stopped and continued as a whole."""
+
+    def __init__(self, args, name: str, profiler: str) -> None:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.storage = f"sqlite:///{workdir / f'{name}_{uuid.uuid4().hex[:6]}.db'}"
+        self.study_name = f"background-{args.workers}w"
+        overrides = [f"storage={self.storage}", f"study_name={self.study_name}", "n_trials=1000000"]
+        overrides += ["heartbeat_s=60", f"executor.n_workers={args.workers}", f"profiler={profiler}"]
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        self.log = open(workdir / f"{name}_background.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nas", *BASE, f"cache_dir={workdir / 'cache'}", "sampler=random"]
+            + [*overrides, *args.extra],
+            cwd=workdir,
+            env=os.environ | {"PYTHONPATH": path},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the driver and its workers together
+        )
+
+    def study(self):
+        return optuna.load_study(study_name=self.study_name, storage=self.storage)
+
+    def completed(self) -> int:
+        try:
+            study = self.study()
+        except KeyError:
+            return 0
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def wait_for(self, n: int) -> None:
+        """Until ``n`` trials completed (the supernet is trained and the workers run)."""
+        while self.completed() < n:
+            if self.process.poll() is not None:
+                sys.exit(f"background search ended (exit {self.process.returncode}); see {self.log.name}")
+            time.sleep(2)
+
+    def signal(self, sig: int) -> None:
+        """SIGSTOP / SIGCONT the whole search. Sent while this process holds the lock, so no
+        worker holds it; the lock is kept until every thread of the group has stopped, so none
+        is woken to take it between the signal and the stop (which left a stopped worker holding
+        the lock in a first try)."""
+        from latency_models.lock import measuring
+
+        with measuring():
+            os.killpg(self.process.pid, sig)
+            deadline = time.monotonic() + 30
+            while sig == signal.SIGSTOP and not all_stopped(self.process.pid):
+                if time.monotonic() > deadline:
+                    sys.exit("background search did not stop within 30 s")
+                time.sleep(0.01)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
+
+
 def interference(args) -> None:
     """Does a K-worker search running beside a measurement change the figure? A background
     ``nas search`` (``--profiler``, flops by default: its workers compute without pause) runs
@@ -295,56 +379,15 @@ def interference(args) -> None:
     from omegaconf import OmegaConf
 
     from latency_models import create_profiler
-    from latency_models.lock import measuring
     from nas.arch import arch_from_dict
 
     if "alone" not in args.conditions or not set(args.conditions) <= {"search", "alone", "no_lock"}:
         sys.exit("--conditions: alone and any of search, no_lock")
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{workdir / f'interference_{uuid.uuid4().hex[:6]}.db'}"
-    study_name = f"background-{args.workers}w"
-    overrides = [f"storage={storage}", f"study_name={study_name}", "n_trials=1000000", "heartbeat_s=60"]
-    overrides += [f"executor.n_workers={args.workers}", f"profiler={args.profiler}", "sampler=random"]
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    log = open(workdir / "interference_background.log", "w")
-    background = subprocess.Popen(
-        [sys.executable, "-m", "nas", *BASE, f"cache_dir={workdir / 'cache'}", *overrides, *args.extra],
-        cwd=workdir,
-        env=os.environ | {"PYTHONPATH": path},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the driver and its workers, signalled together
-    )
-
-    def signal_background(sig: int) -> None:
-        """SIGSTOP / SIGCONT the background search. Sent while this process holds the lock, so no
-        worker holds it; the lock is kept until every thread of the group has stopped, so none
-        is woken to take it between the signal and the stop (which left a stopped worker holding
-        the lock in a first try)."""
-        with measuring():
-            os.killpg(background.pid, sig)
-            deadline = time.monotonic() + 30
-            while sig == signal.SIGSTOP and not all_stopped(background.pid):
-                if time.monotonic() > deadline:
-                    sys.exit("background search did not stop within 30 s")
-                time.sleep(0.01)
-
-    def completed() -> int:
-        try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except KeyError:
-            return 0
-        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
+    background = Background(args, "interference", args.profiler)
+    completed = background.completed
     try:
-        while completed() < max(args.archs, 2 * args.workers):  # supernet trained, workers running
-            if background.poll() is not None:
-                sys.exit(f"background search ended (exit {background.returncode}); see {log.name}")
-            time.sleep(2)
-        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(
-            states=(TrialState.COMPLETE,)
-        )
+        background.wait_for(max(args.archs, 2 * args.workers))
+        trials = background.study().get_trials(states=(TrialState.COMPLETE,))
         chosen = sorted(trials[: args.archs], key=lambda t: t.user_attrs["flops"])
         archs = [arch_from_dict(t.user_attrs["arch"]) for t in chosen]
         settings = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "profiler" / "onnxruntime.yaml"))
@@ -358,7 +401,7 @@ def interference(args) -> None:
 
         def measure_in(condition: str, arch):
             if condition == "alone":
-                signal_background(signal.SIGSTOP)
+                background.signal(signal.SIGSTOP)
             if condition == "no_lock":
                 os.environ["NAS_NO_MEASURE_LOCK"] = "1"
             try:
@@ -366,7 +409,7 @@ def interference(args) -> None:
             finally:
                 os.environ.pop("NAS_NO_MEASURE_LOCK", None)
                 if condition == "alone":
-                    signal_background(signal.SIGCONT)
+                    background.signal(signal.SIGCONT)
 
         step, first, deadline = 0, completed(), time.monotonic() + args.max_seconds
         for repeat in range(args.repeats):
@@ -382,10 +425,7 @@ def interference(args) -> None:
             print(f"round {repeat + 1}/{args.repeats}; background trials: {completed() - first}", flush=True)
         background_trials = completed() - first
     finally:
-        os.killpg(background.pid, signal.SIGCONT)
-        os.killpg(background.pid, signal.SIGKILL)
-        background.wait()
-        log.close()
+        background.kill()
 
     def ratios(condition: str) -> list[float]:  # per architecture: its median in condition / alone
         return [
@@ -401,25 +441,6 @@ def interference(args) -> None:
     alone_spread = [  # leave-one-out: one alone measurement against the median of the others
         m / statistics.median(ms[:j] + ms[j + 1 :]) - 1 for ms in medians["alone"] for j, m in enumerate(ms)
     ]
-
-    def summary(errors: list[float]) -> dict:
-        """Size of the differences, and whether they lean: the median's 95 % bootstrap interval
-        and the two-sided sign test's p (no lean: the interval holds 0 and p is large)."""
-        absolute = sorted(abs(e) for e in errors)
-        rng = random.Random(0)
-        boot = sorted(statistics.median(rng.choices(errors, k=len(errors))) for _ in range(2000))
-        positive, n = sum(e > 0 for e in errors), sum(e != 0 for e in errors)
-        tail = sum(math.comb(n, k) for k in range(min(positive, n - positive) + 1)) / 2**n
-        return {
-            "n": len(errors),
-            "median_signed": round(statistics.median(errors), 4),
-            "median_ci95": [round(boot[50], 4), round(boot[1949], 4)],
-            "mean_signed": round(statistics.mean(errors), 4),
-            "median_abs": round(statistics.median(absolute), 4),
-            "p90_abs": round(absolute[int(0.9 * (len(absolute) - 1))], 4),
-            "positive": round(positive / max(n, 1), 3),
-            "sign_test_p": round(min(1.0, 2 * tail), 4),
-        }
 
     others = [c for c in conditions if c != "alone"]
     save(
@@ -448,9 +469,97 @@ def interference(args) -> None:
     )
 
 
+def recorded(args) -> None:
+    """The latencies a K-worker ONNX Runtime search records, against the same architectures
+    measured alone seconds later. This process watches the study (its reads under the shared
+    lock, as a worker's); for the newest measured trial it stops the whole search (SIGSTOP, see
+    Background.signal) and measures that architecture alone twice, then lets the search go on.
+    Alone, the model is the one the worker measured: extracted from the study's supernet, with
+    its weights. Agreement: recorded/alone is centred on 0 and as close as the two alone figures
+    are to each other. Every trial is a new architecture (random sampler, a space of ~10^16), so
+    each one is measured, none read from the latency table."""
+    import torch
+    from hydra.utils import instantiate
+
+    from latency_models import create_profiler
+    from latency_models.lock import computing
+    from nas.arch import arch_from_dict
+    from nas.study import STUDY_ATTR
+
+    background = Background(args, "recorded", "onnxruntime")
+    rows, seen, profiler = [], set(), None
+    try:
+        background.wait_for(1)
+        study = background.study()
+        deadline = time.monotonic() + args.max_seconds
+        while time.monotonic() < deadline:
+            with computing():  # polling is computation too: never beside a worker's measurement
+                fresh = [
+                    t
+                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.number not in seen and t.user_attrs.get("latency_source") == "measured"
+                ]
+            seen.update(t.number for t in fresh)
+            if not fresh:
+                time.sleep(0.2)
+                continue
+            trial = max(fresh, key=lambda t: t.datetime_complete)  # the newest: the least time apart
+            arch = arch_from_dict(trial.user_attrs["arch"])
+            if profiler is None:  # as nas export rebuilds the supernet
+                profiler = create_profiler("onnxruntime", **trial.user_attrs["profiler"]["settings"])
+                info = study.user_attrs[STUDY_ATTR]
+                sizes = {k: getattr(arch, k) for k in ("image_size", "in_channels", "num_classes")}
+                with computing():
+                    supernet = instantiate(info["space"], **sizes).make_supernet()
+                    checkpoint = torch.load(info["supernet_path"], map_location="cpu", weights_only=False)
+                    supernet.load_state_dict(checkpoint["model"])
+            with computing():
+                model = supernet.extract(arch)
+            background.signal(signal.SIGSTOP)
+            try:
+                gap = (datetime.datetime.now() - trial.datetime_complete).total_seconds()
+                first, second = (profiler.measure(arch, model).median for _ in range(2))
+            finally:
+                background.signal(signal.SIGCONT)
+            during = trial.user_attrs["latency"]
+            rows.append(
+                {
+                    "trial": trial.number,
+                    "worker": trial.user_attrs["worker"],
+                    "recorded_ms": during["median"],
+                    "recorded_background_load": during.get("background_load"),
+                    "alone_ms": [first, second],
+                    "seconds_after": round(gap, 2),
+                }
+            )
+            if len(rows) % 10 == 0:
+                print(f"{len(rows)} recorded latencies measured again alone", flush=True)
+    finally:
+        background.kill()
+
+    save(
+        f"recorded_{args.workers}w{f'_{args.tag}' if args.tag else ''}",
+        {
+            "workers": args.workers,
+            "n": len(rows),
+            "profiler_settings": profiler.settings() if profiler else None,
+            "recorded_vs_alone": summary([r["recorded_ms"] / r["alone_ms"][0] - 1 for r in rows]),
+            "alone_vs_alone": summary([r["alone_ms"][1] / r["alone_ms"][0] - 1 for r in rows]),
+            "median_seconds_after": statistics.median(r["seconds_after"] for r in rows),
+            "median_recorded_background_load": statistics.median(
+                r["recorded_background_load"] or 0.0 for r in rows
+            ),
+            "rows": rows,
+            "machine": machine(),
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["correctness", "throughput", "agreement", "interference"])
+    parts = {"correctness": correctness, "throughput": throughput, "agreement": agreement}
+    parts |= {"interference": interference, "recorded": recorded}
+    parser.add_argument("part", choices=list(parts))
     parser.add_argument("--workdir", default="/tmp/nas-scale-out")
     parser.add_argument("--storage", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -463,7 +572,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10, help="agreement: trials per search run")
     parser.add_argument("--repeats", type=int, default=4, help="agreement, interference: per arch")
     parser.add_argument("--archs", type=int, default=8, help="interference: architectures measured")
-    parser.add_argument("--max-seconds", type=float, default=1e9, help="interference: fewer repeats past it")
+    parser.add_argument("--max-seconds", type=float, default=1e9, help="interference, recorded: stop past it")
     parser.add_argument(
         "--conditions",
         nargs="+",
@@ -472,8 +581,7 @@ def main() -> None:
     )
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. profiler.runs=50")
     args = parser.parse_args()
-    parts = {"correctness": correctness, "throughput": throughput, "agreement": agreement}
-    (parts | {"interference": interference})[args.part](args)
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,15 @@ POSTGRES = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:
 LOCK_WORDS = ("database is locked", "deadlock", "could not serialize", "lock timeout", "LockNotAvailable")
 
 
+def search_env() -> dict[str, str]:
+    """The environment of a `nas search` subprocess: the repo importable, Ray without token auth."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return os.environ | {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}
+
+
 def search(workdir: Path, overrides: list[str], log_name: str) -> float:
     """Runs one `nas search`; returns its wall time. Exits with the search's log on failure."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    env = os.environ | {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}
+    env = search_env()
     log = workdir / f"{log_name}.log"
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -232,17 +237,6 @@ def agreement(args) -> None:
             )
         print(f"{len(rows)} architectures measured during the search and {args.repeats}x alone")
 
-    def summary(errors: list[float]) -> dict:
-        absolute = sorted(abs(e) for e in errors)
-        return {
-            "median_abs": round(statistics.median(absolute), 4),
-            "p90_abs": round(absolute[int(0.9 * (len(absolute) - 1))], 4),
-            "max_abs": round(absolute[-1], 4),
-            "within_5pct": round(sum(e <= 0.05 for e in absolute) / len(absolute), 3),
-            "mean_signed": round(statistics.mean(errors), 4),
-            "median_signed": round(statistics.median(errors), 4),
-        }
-
     ranks = Counter(r["during_rank"] for r in rows)
     save(
         f"agreement_{args.workers}w{f'_{args.tag}' if args.tag else ''}",
@@ -315,13 +309,12 @@ class Background:
         self.study_name = f"background-{args.workers}w"
         overrides = [f"storage={self.storage}", f"study_name={self.study_name}", "n_trials=1000000"]
         overrides += ["heartbeat_s=60", f"executor.n_workers={args.workers}", f"profiler={profiler}"]
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         self.log = open(workdir / f"{name}_background.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nas", *BASE, f"cache_dir={workdir / 'cache'}", "sampler=random"]
             + [*overrides, *args.extra],
             cwd=workdir,
-            env=os.environ | {"PYTHONPATH": path},
+            env=search_env(),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the driver and its workers together

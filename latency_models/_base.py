@@ -117,13 +117,23 @@ def list_profilers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_profiler(name: str, **settings: Any) -> LatencyProfiler:
-    """Build the profiler registered as ``name`` with ``settings`` as keyword arguments."""
+def profiler_factory(name: str) -> Callable[..., LatencyProfiler]:
+    """The class (or factory) registered as ``name``, built-in or from an installed plugin."""
     if name not in _REGISTRY:
         _load_entry_points()
     if name not in _REGISTRY:
         raise KeyError(f"unknown profiler {name!r}; valid: {', '.join(list_profilers())}")
-    return _REGISTRY[name](**settings)
+    return _REGISTRY[name]
+
+
+def create_profiler(name: str, **settings: Any) -> LatencyProfiler:
+    """Build the profiler registered as ``name`` with ``settings`` as keyword arguments."""
+    return profiler_factory(name)(**settings)
+
+
+# What a ``profiler`` conf node builds, for the config schema (nas.schema): its settings are
+# checked against the registered profiler's own signature; ``name`` is consumed here.
+create_profiler.target_for = lambda node: (profiler_factory(node["name"]), ("name",))
 
 
 def profiler_key(profiler: LatencyProfiler) -> str:

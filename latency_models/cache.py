@@ -90,6 +90,10 @@ class LatencyCache:
             except sa.exc.IntegrityError:  # PostgreSQL: a concurrent CREATE TABLE won
                 break
 
+    def close(self) -> None:
+        """Close the connections (an SQLite database in WAL mode then keeps no side files)."""
+        self.engine.dispose()
+
     def lookup(self, profiler: LatencyProfiler, subject_key: str) -> LatencyResult | None:
         hardware_id, _ = hardware_for(profiler)
         with self.engine.connect() as conn:

@@ -117,18 +117,23 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
-        data = json.loads(Path(path).read_text())
-        if data.get("format_version") != FORMAT_VERSION or data.get("features") != list(FEATURES):
-            raise ValueError(f"{path}: not a predictor file of this version; fit it again")
-        return cls(
-            profiler=data["profiler"],
-            hardware=data["hardware"],
-            hardware_id=data["hardware_id"],
-            space=data.get("space", ""),
-            table={k: float(v) for k, v in data["table"].items()},
-            samples=[(a, float(m)) for a, m in data["samples"]],
-            weights=[float(w) for w in data["weights"]],
-        )
+        """The predictor saved at ``path``; ValueError naming the file if it is not one."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("format_version") != FORMAT_VERSION or data.get("features") != list(FEATURES):
+                raise ValueError("not a predictor file of this version; fit it again")
+            return cls(
+                profiler=data["profiler"],
+                hardware=data["hardware"],
+                hardware_id=data["hardware_id"],
+                space=data.get("space", ""),
+                table={k: float(v) for k, v in data["table"].items()},
+                samples=[(a, float(m)) for a, m in data["samples"]],
+                weights=[float(w) for w in data["weights"]],
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{path}: not a readable predictor file ({reason})") from None
 
     def measuring_profiler(self) -> LatencyProfiler:
         return create_profiler(self.profiler["name"], **self.profiler["settings"])
@@ -224,7 +229,10 @@ class PredictorProfiler:
         if not Path(path).is_file():
             raise ValueError(f"profiler.path: {str(path)!r} does not exist; fit one with nas latency fit")
         self.path, self.measure_fraction, self.recalibrate = str(path), measure_fraction, recalibrate
-        self.predictor = Predictor.load(path)
+        try:
+            self.predictor = Predictor.load(path)
+        except ValueError as e:
+            raise ValueError(f"profiler.path: {e}") from None
         from nas.hardware import fingerprint_id
 
         if self.predictor.hardware_id != fingerprint_id():

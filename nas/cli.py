@@ -37,7 +37,7 @@ options:
 keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, device, cache_dir,
   dataset=embedded|fashion_mnist|cifar10|imagefolder, sampler=random|tpe|nsga2,
   profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet.<recipe key>, trial,
-  latency_budget_ms, out_dir, arch, n_samples, predictor
+  latency_budget_ms, out_dir, overwrite, arch, n_samples, predictor, host, port
 """
 
 
@@ -57,22 +57,19 @@ def _spaces(cfg, config_dirs, console) -> int:
     from rich.table import Table
 
     from nas.config import compose, group_options, instantiate, instantiate_space
-    from nas.errors import UserError
 
     data = instantiate("dataset", cfg.dataset).load()
+    spaces = {}
+    for name in group_options("space", config_dirs):  # all checked before anything is printed
+        node = compose([f"+space={name}"], config_dirs).space
+        spaces[name] = instantiate_space(node, data, config_dirs)
     table = Table(
         title=f"Search spaces (input {data.in_channels}x{data.image_size}x{data.image_size}, "
         f"{data.num_classes} classes)"
     )
     for column in ("space", "members", "axis", "choices"):
         table.add_column(column)
-    for name in group_options("space", config_dirs):
-        try:
-            node = compose([f"+space={name}"], config_dirs).space
-            space = instantiate_space(node, data, config_dirs)
-        except UserError as e:
-            table.add_row(name, "-", "error", str(e))
-            continue
+    for name, space in spaces.items():
         axes = space.axes()
         if hasattr(space, "width_depth_extremes"):
             from latency_models.flops import count_params
@@ -91,20 +88,26 @@ def _spaces(cfg, config_dirs, console) -> int:
 
 
 def _dashboard(cfg, config_dirs, console) -> int:
-    from sqlalchemy.engine import make_url
+    import socket
 
     from nas.errors import UserError
-    from nas.study import check_storage_url
+    from nas.study import load_existing_study, normalise_url, reading_storage
 
-    check_storage_url(cfg.storage)
-    url = make_url(cfg.storage)
-    if url.drivername.startswith("sqlite") and not Path(url.database or "").expanduser().is_file():
-        raise UserError(f"storage: {cfg.storage!r} holds no study yet; run nas search first")
+    with reading_storage(cfg.storage) as storage:  # an existing study database, never a new one
+        if cfg.study_name is not None:
+            load_existing_study(storage, cfg.study_name)
+    try:
+        socket.getaddrinfo(cfg.host, cfg.port)
+    except (OSError, UnicodeError) as e:
+        raise UserError(f"host: cannot resolve {cfg.host!r}: {e}") from None
+    try:
+        with socket.create_server((cfg.host, cfg.port)):
+            pass
+    except OSError as e:
+        raise UserError(f"port: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     from optuna_dashboard import run_server
 
     console.print(f"optuna-dashboard on http://{cfg.host}:{cfg.port}/ for {cfg.storage} (Ctrl-C stops)")
-    from nas.study import normalise_url
-
     run_server(normalise_url(cfg.storage), host=cfg.host, port=cfg.port)
     return 0
 
@@ -133,15 +136,24 @@ SUBCOMMANDS = {"latency": ("fit", "eval")}
 
 
 def _split_options(args: list[str]) -> tuple[list[str], list[str], bool]:
+    from nas.errors import UserError
+
     overrides, config_dirs, show = [], [], False
     it = iter(args)
     for arg in it:
         if arg == "--cfg":
             show = True
-        elif arg == "--config-dir":
-            config_dirs.append(next(it, ""))
-        elif arg.startswith("--config-dir="):
-            config_dirs.append(arg.split("=", 1)[1])
+        elif arg == "--config-dir" or arg.startswith("--config-dir="):
+            folder = arg.split("=", 1)[1] if "=" in arg else next(it, "")
+            if not folder or not Path(folder).is_dir():
+                raise UserError(
+                    f"--config-dir: {folder!r} is not a directory"
+                    if folder
+                    else "--config-dir: no directory given"
+                )
+            config_dirs.append(folder)
+        elif arg.startswith("-"):
+            raise UserError(f"unknown option {arg!r}; options: --config-dir DIR, --cfg, --help")
         else:
             overrides.append(arg)
     return overrides, config_dirs, show
@@ -172,11 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     from nas.errors import UserError
 
     console = Console()
-    overrides, config_dirs, show = _split_options(rest)
     try:
-        for d in config_dirs:
-            if not Path(d).is_dir():
-                raise UserError(f"--config-dir: {d!r} is not a directory")
+        overrides, config_dirs, show = _split_options(rest)
         from nas.config import compose
 
         cfg = compose(overrides, config_dirs)
@@ -197,4 +206,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
+    """The ``nas`` executable: SIGTERM (``kill``, a scheduler stopping the job) ends the command
+    as Ctrl-C does, so what it was writing is cleaned up or checkpointed."""
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     sys.exit(main())

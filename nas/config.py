@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import UserError
@@ -16,7 +17,7 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
     """The config for ``overrides`` (Hydra syntax); extra ``config_dirs`` join the search path."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     extra = (
@@ -27,7 +28,10 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
     overrides = plugin_overrides(list(overrides), config_dirs)
     try:
         with initialize_config_module(config_module="conf", version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=extra + list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=extra + list(overrides))
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except yaml.YAMLError as e:
+        raise UserError(_yaml_message(e)) from None
     except MissingConfigException as e:
         group = Path(e.missing_cfg_file or "").parent.name or "config"
         name = Path(e.missing_cfg_file or "").name
@@ -38,6 +42,9 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
             options = (options - {"plugin"}) | {ep.name for ep in entry_points(group="nas.latency_models")}
         valid = ", ".join(sorted(options)) or "none"
         raise UserError(f"unknown {group} {name!r}; valid: {valid}") from None
+    except OverrideParseException as e:
+        reason = e.message.splitlines()[-2 if e.message.count("\n") > 1 else 0].strip()
+        raise UserError(f"{e.override!r} is not key=value in Hydra's override syntax: {reason}") from None
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         if first.startswith("Could not override") and "not in struct" in f"{e} {e.__cause__}":
@@ -45,7 +52,33 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
             first = f"unknown key {key!r}; nas --help lists the keys, --cfg shows the config"
         elif "No match in the defaults list" in str(e) and "space" in str(e):
             first = "space is chosen with a plus sign: +space=NAME"
+        elif getattr(e, "full_key", None) and not first.startswith(str(e.full_key)):
+            first = f"{e.full_key}: {first}"
         raise UserError(first) from None
+    from nas.schema import check_config
+
+    try:
+        typed = check_config(container)
+    except UserError as e:
+        space = next((o.split("=", 1)[1] for o in overrides if o.startswith("+space=")), "")
+        source = option_file("space", space, config_dirs) if space and str(e).startswith("space") else None
+        raise UserError(f"{e} (in {source})" if source else str(e)) from None
+    for key, value in typed.items():  # typed values back into the config
+        if value != cfg[key] or type(value) is not type(cfg[key]):
+            cfg[key] = value
+    return cfg
+
+
+def _yaml_message(error: Exception) -> str:
+    """A YAML syntax error as one line naming the file and line (where the broken construct
+    started, when YAML says so, e.g. an unclosed list)."""
+    mark = getattr(error, "context_mark", None) or getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return f"YAML syntax error: {problem}"
+    context = getattr(error, "context", None)
+    where = f"line {mark.line + 1}" + (f" ({context})" if context else "")
+    return f"{mark.name}: YAML syntax error at {where}: {problem}"
 
 
 def plugin_overrides(overrides: list[str], config_dirs: list[str] = ()) -> list[str]:
@@ -99,13 +132,16 @@ def option_file(group: str, name: str, config_dirs: list[str] = ()) -> Path | No
     return found
 
 
-def instantiate_space(node: Any, data: Any, config_dirs: list[str] = ()) -> Any:
-    """The space of config ``node`` for ``data``'s input size and classes; errors name the file."""
+def instantiate_space(
+    node: Any, data: Any, config_dirs: list[str] = (), image_size: int | None = None
+) -> Any:
+    """The space of config ``node`` for ``data``'s input size (or ``image_size``) and classes;
+    errors name the file."""
     try:
         return instantiate(
             "space",
             node,
-            image_size=data.image_size,
+            image_size=image_size or data.image_size,
             in_channels=data.in_channels,
             num_classes=data.num_classes,
         )
@@ -114,23 +150,63 @@ def instantiate_space(node: Any, data: Any, config_dirs: list[str] = ()) -> Any:
         raise UserError(f"{e} (in {source})" if source else str(e)) from None
 
 
+def check_writable(key: str, folder: Path) -> None:
+    """``folder`` is, or can be made, a writable folder (checked without creating anything)."""
+    import os
+
+    folder = folder.expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{key}: '{folder}' is a file, not a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{key}: cannot create '{folder}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}: cannot write in '{existing}'")
+
+
 def to_container(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
 def instantiate(group: str, node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with errors reported against ``group``."""
+    """``hydra.utils.instantiate`` of conf group ``node``, after checking its keys against the
+    schema (nas.schema.check_group: types of the target's parameters); errors name the key.
+    Where a value has the wrong type and the object itself says what is wrong with it, its
+    message is the more specific one and is reported."""
+    from nas.schema import check_group
+
+    config = to_container(node) if not isinstance(node, dict) else node
+    try:
+        coerced = check_group(group, config, given=tuple(kwargs))
+    except UserError as type_error:
+        raise _construct(group, node, kwargs, domain_only=True) or type_error from None
+    # Scalars the schema converted ("5" -> 5 for an integer parameter) go in typed.
+    changed = {
+        k: v
+        for k, v in coerced.items()
+        if not isinstance(v, (list, tuple, dict)) and (type(v) is not type(config[k]) or v != config[k])
+    }
+    return _construct(group, node, kwargs | changed)
+
+
+def _construct(group: str, node: Any, kwargs: dict[str, Any], domain_only: bool = False) -> Any:
+    """The object, or (``domain_only``) the UserError of a ValueError its constructor raised."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
     from omegaconf.errors import MissingMandatoryValue
 
     try:
-        return hydra_instantiate(node, **kwargs)
+        built = hydra_instantiate(node, **kwargs)
+        return None if domain_only else built
     except MissingMandatoryValue as e:
+        if domain_only:
+            return None
         key = getattr(e, "full_key", None) or group
         raise UserError(f"{key}: no value given; set {key}=...") from None
     except InstantiationException as e:
         cause = e.__cause__ or e
+        if domain_only and not (isinstance(cause, ValueError) and not isinstance(cause, TypeError)):
+            return None
         message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         if isinstance(cause, KeyError):
             message = message.strip("\"'")
@@ -138,4 +214,7 @@ def instantiate(group: str, node: Any, **kwargs: Any) -> Any:
             message = f"unknown key: {message.split('argument')[-1].strip()}"
         if not message.startswith(group):
             message = f"{group}: {message}"
-        raise UserError(message) from None
+        error = UserError(message)
+        if domain_only:
+            return error
+        raise error from None

@@ -10,16 +10,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nas.errors import UserError
+
 EMBEDDED_FILE = Path(__file__).parent / "_data" / "fashion_mnist_6k.npz"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The dataset cannot be loaded (the message names the key or path)."""
 
 
@@ -67,6 +70,8 @@ class Dataset:
     name = ""
 
     def __init__(self, val_fraction: float = 0.1) -> None:
+        if not 0 < val_fraction < 1:
+            raise DataError(f"dataset.val_fraction: expected a value in (0, 1), got {val_fraction!r}")
         self.val_fraction = val_fraction
 
     def load(self) -> ImageData:
@@ -109,17 +114,21 @@ class _Torchvision(Dataset):
         if not self.download and not self.root.is_dir():
             raise self._missing()
         try:
-            ds = self._open(self.root)
+            return self._to_image_data(self._open(self.root))
         except RuntimeError as e:
             if "not found" in str(e).lower() or "corrupted" in str(e).lower():
                 raise self._missing() from None
-            raise
-        except OSError as e:  # download failed (no network) or unreadable files
-            raise DataError(f"dataset.root: could not load {self.name}: {e}") from None
-        return self._to_image_data(ds)
+            raise _unreadable(self.name, self.root, e) from None
+        except Exception as e:  # noqa: BLE001 - download failed (no network), truncated or foreign files
+            raise _unreadable(self.name, self.root, e) from None
 
     def _to_image_data(self, ds) -> ImageData:
         raise NotImplementedError  # pragma: no cover - abstract
+
+
+def _unreadable(name: str, root: Path, error: Exception) -> DataError:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DataError(f"dataset.root: could not load {name} from '{root.resolve()}': {first}")
 
 
 class FashionMNIST(_Torchvision):
@@ -137,16 +146,13 @@ class FashionMNIST(_Torchvision):
             gz = sorted(raw.glob("*-ubyte.gz"))
             if len(gz) != 4:
                 raise
-            cache = Path(".nas_cache") / "datasets"
-            out = cache / "FashionMNIST" / "raw"
-            out.mkdir(parents=True, exist_ok=True)
-            for f in gz:
-                if not (out / f.stem).exists():
-                    tmp = out / (f.stem + ".part")
-                    with gzip.open(f, "rb") as src, open(tmp, "wb") as dst:
+            with tempfile.TemporaryDirectory(prefix="nas-fashion-mnist-") as tmp:  # read, then gone
+                out = Path(tmp) / "FashionMNIST" / "raw"
+                out.mkdir(parents=True)
+                for f in gz:
+                    with gzip.open(f, "rb") as src, open(out / f.stem, "wb") as dst:
                         shutil.copyfileobj(src, dst)
-                    tmp.replace(out / f.stem)
-            return torchvision.datasets.FashionMNIST(cache, train=self.train, download=False)
+                return torchvision.datasets.FashionMNIST(tmp, train=self.train, download=False)
 
     def _to_image_data(self, ds) -> ImageData:
         return ImageData(self.name, ds.data.unsqueeze(1).clone(), ds.targets.long(), 10)
@@ -174,6 +180,8 @@ class ImageFolder(Dataset):
         self, root: str, image_size: int = 32, grayscale: bool = False, val_fraction: float = 0.1
     ) -> None:
         super().__init__(val_fraction)
+        if image_size < 1:
+            raise DataError(f"dataset.image_size: expected a value >= 1, got {image_size!r}")
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.grayscale = grayscale
@@ -191,6 +199,12 @@ class ImageFolder(Dataset):
             ds = torchvision.datasets.ImageFolder(self.root, transform=v2.Compose(steps))
         except FileNotFoundError as e:
             raise DataError(f"dataset.root: {e}") from None
-        images = torch.stack([ds[i][0] for i in range(len(ds))])
+        images = []
+        for i, (path, _) in enumerate(ds.samples):
+            try:
+                images.append(ds[i][0])
+            except Exception as e:  # noqa: BLE001 - a truncated or foreign file among the images
+                raise DataError(f"dataset.root: cannot read image '{path}': {e}") from None
+        images = torch.stack(images)
         labels = torch.tensor(ds.targets, dtype=torch.long)
         return ImageData(f"imagefolder:{self.root.name}", images, labels, len(ds.classes))

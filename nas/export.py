@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +47,136 @@ def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> F
     return max(within, key=lambda t: (top1(t), -latency(t)))
 
 
+MANIFEST = "export.json"  # marks a folder as a nas export: what it holds and where it came from
+EXPORT_FILES = ("model.onnx", "arch.yaml", MANIFEST)
+
+
+def previous_export(folder: Path) -> dict[str, Any] | None:
+    """The manifest of ``folder`` when it holds a nas export and nothing else, else None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("nas_export") != 1:
+        return None
+    return manifest if names <= set(EXPORT_FILES) and all(p.is_file() for p in folder.iterdir()) else None
+
+
+def check_out_dir(out_dir: Path, overwrite: bool, protected: dict[str, Path]) -> None:
+    """Refuse, before anything is written, an ``out_dir`` whose replacement could lose anything:
+    the working directory or an ancestor of it, a folder holding one of the ``protected`` paths
+    (study database, cache), a file or link, or a folder holding anything but a previous export
+    (which only ``overwrite`` replaces)."""
+    from nas.config import check_writable
+
+    shown = str(out_dir)
+    if out_dir.is_symlink():
+        raise UserError(f"out_dir: {shown!r} is a symbolic link; give a folder")
+    target = out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        what = "the working directory" if target == cwd else "an ancestor of the working directory"
+        raise UserError(f"out_dir: {shown!r} is {what}; give a new folder, e.g. out_dir=export/mymodel")
+    for name, path in protected.items():
+        path = path.resolve()
+        if path == target or target in path.parents:
+            raise UserError(f"out_dir: {shown!r} holds the {name} {str(path)!r}; give a new folder")
+    check_writable("out_dir", target.parent)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise UserError(f"out_dir: {shown!r} is a file; give a new folder")
+    entries = sorted(p.name for p in target.iterdir())
+    if not entries:
+        return
+    manifest = previous_export(target)
+    if manifest is None:
+        listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UserError(
+            f"out_dir: {shown!r} holds files that are not a nas export ({listed}); nothing is ever "
+            "replaced but a previous export: give a new or empty folder"
+        )
+    if not overwrite:
+        raise UserError(
+            f"out_dir: {shown!r} holds a previous export (trial {manifest.get('trial')} of study "
+            f"{manifest.get('study')!r}); overwrite=true replaces it"
+        )
+
+
+def _sidecar(target: Path, kind: str) -> Path:
+    """A hidden folder beside ``target`` for this process: ``kind`` is 'new' (being written) or
+    'old' (a previous export being replaced)."""
+    return target.parent / f".{target.name}.nas-{kind}-{os.getpid()}"
+
+
+def _clean_sidecars(target: Path) -> None:
+    """Folders left beside ``target`` by an export that was killed: a half-written one is
+    removed, a previous export moved aside is put back (if nothing replaced it)."""
+    for path in target.parent.glob(f".{target.name}.nas-*-*"):
+        kind, _, pid = path.name.rsplit(".nas-", 1)[-1].partition("-")
+        if kind not in ("new", "old") or not pid.isdigit() or _alive(int(pid)) or not path.is_dir():
+            continue
+        if any(p.name not in EXPORT_FILES for p in path.iterdir()):
+            continue  # not ours after all: never delete what we did not write
+        if kind == "old" and not target.exists():
+            path.rename(target)
+        else:
+            shutil.rmtree(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """``staging`` becomes ``target``: renamed over a missing or empty folder (atomic), or, for a
+    previous export, swapped with it (moved aside, renamed, then removed)."""
+    if target.exists() and any(target.iterdir()):
+        aside = _sidecar(target, "old")
+        target.rename(aside)
+        staging.rename(target)
+        shutil.rmtree(aside)
+    else:
+        staging.rename(target)
+
+
 def run_export(cfg, console) -> int:
     import onnx
 
     from latency_models.onnxruntime import OnnxRuntimeProfiler
     from nas.onnx_io import to_onnx
-    from nas.study import STUDY_ATTR, latency, load_existing_study, open_storage, top1, trial_arch
+    from nas.study import (
+        STUDY_ATTR,
+        latency,
+        load_existing_study,
+        reading_storage,
+        sqlite_path,
+        top1,
+        trial_arch,
+    )
 
-    study = load_existing_study(open_storage(cfg.storage), cfg.study_name)
-    chosen = choose_trial(study, cfg.trial, cfg.latency_budget_ms)
+    with reading_storage(cfg.storage) as storage:
+        study = load_existing_study(storage, cfg.study_name)
+        chosen = choose_trial(study, cfg.trial, cfg.latency_budget_ms)
+        info: dict[str, Any] = study.user_attrs.get(STUDY_ATTR, {})
+        study_name = study.study_name
     arch = trial_arch(chosen)
-    info: dict[str, Any] = study.user_attrs.get(STUDY_ATTR, {})
     supernet_path = Path(info.get("supernet_path", ""))
+    out_dir = Path(cfg.out_dir or f"export/{study_name}-trial{chosen.number}")
+    database = sqlite_path(cfg.storage)
+    protected = {"study database": database} if database is not None else {}
+    protected |= {"cache folder": Path(cfg.cache_dir), "supernet": supernet_path}
+    check_out_dir(out_dir, cfg.overwrite, protected)
     if not supernet_path.is_file():
         raise UserError(
-            f"supernet checkpoint {str(supernet_path)!r} of study {study.study_name!r} is missing; "
+            f"supernet checkpoint {str(supernet_path)!r} of study {study_name!r} is missing; "
             "rerun the study's nas search command to rebuild it"
         )
     # The stored params must rebuild the stored architecture: guards against a changed space.
@@ -74,9 +191,14 @@ def run_export(cfg, console) -> int:
     supernet.load_state_dict(torch.load(supernet_path, map_location="cpu", weights_only=False)["model"])
     model = supernet.extract(arch)
 
-    out_dir = Path(cfg.out_dir or f"export/{study.study_name}-trial{chosen.number}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
+    # Written beside the target in a hidden folder, then moved into place: an interrupted
+    # export leaves no partial folder, and nothing but a previous export is ever replaced.
+    target = out_dir.absolute()
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_sidecars(target)
+    staging = _sidecar(target, "new")
+    staging.mkdir()
     try:
         onnx_path = staging / "model.onnx"
         to_onnx(model, arch.input_shape, onnx_path)
@@ -87,23 +209,36 @@ def run_export(cfg, console) -> int:
             expected = model(images).numpy()
         (got,) = session.run(None, {"images": images.numpy()})
         max_diff = float(np.abs(got - expected).max())
+        if max_diff > TOLERANCE:
+            console.print(f"[red]ONNX Runtime and torch differ by {max_diff:.2e} > {TOLERANCE:g}[/]")
+            return 1
         header = (
-            f"# nas export of study {study.study_name!r}, trial {chosen.number}: "
+            f"# nas export of study {study_name!r}, trial {chosen.number}: "
             f"validation top-1 {top1(chosen):.2f} %, latency {latency(chosen):.4g} "
             f"{chosen.user_attrs['latency']['unit']} ({chosen.user_attrs['profiler']['name']})\n"
             "# input 'images': float32 (batch, C, H, W) in [0, 1]; output 'logits'\n"
         )
         (staging / "arch.yaml").write_text(header + arch.to_yaml())
-        if max_diff > TOLERANCE:
-            console.print(f"[red]ONNX Runtime and torch differ by {max_diff:.2e} > {TOLERANCE:g}[/]")
-            return 1
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.chmod(0o755)  # mkdtemp makes it private
-        staging.rename(out_dir)
+        manifest = {
+            "nas_export": 1,
+            "study": study_name,
+            "trial": chosen.number,
+            "storage": cfg.storage if database is None else f"sqlite:///{database.resolve()}",
+            "arch_key": arch.key(),
+            "top1": top1(chosen),
+            "latency": chosen.user_attrs["latency"],
+            "profiler": chosen.user_attrs["profiler"],
+            "max_abs_diff_ort_vs_torch": max_diff,
+            "files": list(EXPORT_FILES[:2]),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _move_into_place(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        for folder in created if not target.exists() else ():  # folders made for a failed export
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     console.print(
         f"Exported trial {chosen.number} ({arch.summary()}; top-1 {top1(chosen):.2f} %, "
         f"{latency(chosen):.4g} {chosen.user_attrs['latency']['unit']}) to {out_dir}/model.onnx "

@@ -39,11 +39,16 @@ def _measuring_profiler(cfg: DictConfig) -> Any:
     return profiler
 
 
-def _cache(storage: str):
+def _cache(storage: str, create: bool = True):
+    """The latency table in ``storage``; None when ``create`` is false and there is no
+    database yet (a reading command never creates one)."""
     from latency_models.cache import LatencyCache
-    from nas.study import check_storage_url
+    from nas.study import check_storage_url, sqlite_path
 
-    check_storage_url(storage)
+    check_storage_url(storage, writing=create)
+    path = sqlite_path(storage)
+    if not create and path is not None and not path.is_file():
+        return None
     try:
         return LatencyCache(storage)
     except Exception as e:
@@ -111,6 +116,9 @@ def run_fit(cfg: DictConfig, config_dirs, console) -> int:
     path = (
         Path(cfg.predictor) if cfg.predictor else default_predictor_path(cfg.cache_dir, space.name, profiler)
     )
+    from nas.config import check_writable
+
+    check_writable("predictor", path.parent)
     cache = _cache(cfg.storage)
     described = {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()}
     predictor = Predictor(described, fingerprint(), fingerprint_id(), space=space.name)
@@ -134,6 +142,7 @@ def run_fit(cfg: DictConfig, config_dirs, console) -> int:
         missing = [b for b in blocks if b.key() not in predictor.table]
         task = bar.add_task("blocks of the space", total=len(missing))
         fill_table(predictor, profiler, missing, cache, on_block=lambda: bar.advance(task))
+    cache.close()
     predictor.calibrate()
     predictor.save(path)
     errors = [predictor.predict(arch_of(a)) / m - 1 for a, m in predictor.samples]
@@ -179,16 +188,17 @@ def run_eval(cfg: DictConfig, config_dirs, console) -> int:
     space = _space(cfg, config_dirs)
     predictor, path = _load_predictor(cfg, space)
     n = _check_n_samples(cfg, 1)
-    cache = _cache(cfg.storage)
     try:
         profiler = predictor.measuring_profiler()
     except (KeyError, ValueError) as e:
         raise UserError(f"predictor: its profiler cannot be built here: {e}") from None
+    cache = _cache(cfg.storage)
     fitted = {arch_of(a).key() for a, _ in predictor.samples}
     archs = unique_samples(space, n, seed=cfg.seed + 7919, exclude=fitted)  # held out
     with _progress(cfg, console) as bar:
         task = bar.add_task("held-out architectures", total=len(archs))
         rows = held_out_errors(predictor, profiler, archs, cache, lambda: bar.advance(task))
+    cache.close()
     if any(r["new_blocks"] for r in rows):
         predictor.save(path)  # the table learnt blocks it lacked
     stats = summarise(rows)
@@ -265,10 +275,11 @@ def run_profile(cfg: DictConfig, config_dirs, console) -> int:
         except (ArchError, TypeError, AttributeError, yaml.YAMLError) as e:
             raise UserError(f"arch: {source} is not an architecture: {str(e).splitlines()[0]}") from None
     elif cfg.trial is not None:
-        from nas.study import load_existing_study, open_storage, trial_arch
+        from nas.study import load_existing_study, reading_storage, trial_arch
 
-        study = load_existing_study(open_storage(cfg.storage), cfg.study_name)
-        numbers = {t.number: t for t in study.trials}
+        with reading_storage(cfg.storage) as storage:
+            study = load_existing_study(storage, cfg.study_name)
+            numbers = {t.number: t for t in study.trials}
         if cfg.trial not in numbers or "arch" not in numbers[cfg.trial].user_attrs:
             raise UserError(f"trial: study {study.study_name!r} has no scored trial {cfg.trial}")
         arch = trial_arch(numbers[cfg.trial])
@@ -278,14 +289,17 @@ def run_profile(cfg: DictConfig, config_dirs, console) -> int:
     if cfg.profiler.get("name") == "predictor" and not cfg.profiler.get("path"):
         cfg.profiler.path = str(find_predictor(cfg.cache_dir, arch.space))
     profiler = instantiate("profiler", cfg.profiler)
-    cache = _cache(cfg.storage) if getattr(profiler, "measured", False) else None
+    cache = _cache(cfg.storage, create=False)  # measurements go to an existing latency table
     if hasattr(profiler, "cache"):
-        profiler.cache = cache or _cache(cfg.storage)
+        profiler.cache = cache
     start = time.perf_counter()
     try:
         result, hit = measure_arch(profiler, arch, None, cache)
     except ValueError as e:
         raise UserError(str(e)) from None
+    finally:
+        if cache is not None:
+            cache.close()
     seconds = time.perf_counter() - start
     hardware_id, hardware = hardware_for(profiler)
     from rich.table import Table
@@ -304,6 +318,7 @@ def run_profile(cfg: DictConfig, config_dirs, console) -> int:
         ("hardware", f"{hardware_id} {hardware.get('gpu') or hardware.get('cpu', '')}"),
         ("settings", str(profiler.settings())),
         ("source", f"latency table in {cfg.storage}" if hit else f"measured now ({seconds:.1f} s)"),
+        ("latency table", "not used (no database yet)" if cache is None else str(cfg.storage)),
     ):
         table.add_row(name, value)
     console.print(table)

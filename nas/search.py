@@ -38,45 +38,39 @@ class Setup:
 
 
 def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
-    from nas.data import DataError
+    """Check everything a search needs and build it, writing nothing (types, ranges and unknown
+    keys were checked when the config was composed: nas.schema)."""
+    from nas.config import check_writable
     from nas.study import check_storage_url
 
     if "space" not in cfg:
         valid = ", ".join(group_options("space", config_dirs))
         raise UserError(f"space: none given; add +space=NAME (valid: {valid})")
-    if not isinstance(cfg.n_trials, int) or cfg.n_trials < 1:
-        raise UserError(f"n_trials: expected a positive integer, got {cfg.n_trials!r}")
-    if not isinstance(cfg.seed, int):
-        raise UserError(f"seed: expected an integer, got {cfg.seed!r}")
-    check_storage_url(cfg.storage)
-    heartbeat = cfg.heartbeat_s
-    if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or heartbeat <= 0:
-        raise UserError(f"heartbeat_s: expected a positive number of seconds, got {cfg.heartbeat_s!r}")
-    if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
-        raise UserError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
+    check_storage_url(cfg.storage, writing=True)
+    check_writable("cache_dir", Path(cfg.cache_dir))
     if str(cfg.device).startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise UserError(f"device: {cfg.device!r} requested but torch sees no CUDA device")
     dataset = instantiate("dataset", cfg.dataset)
-    try:
-        data = dataset.load()
-    except DataError as e:
-        raise UserError(str(e)) from None
+    data = dataset.load()
     space_config = to_container(cfg.space)
     space = instantiate_space(cfg.space, data, config_dirs)
-    from nas.study import OBJECTIVES
-
     objectives = list(cfg.objectives)
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown or not objectives or len(set(objectives)) != len(objectives):
-        raise UserError(f"objectives: {objectives} must be distinct names from: {', '.join(OBJECTIVES)}")
     if cfg.profiler.get("name") == "predictor" and not cfg.profiler.get("path"):
         from nas.latency import find_predictor
 
         cfg.profiler.path = str(find_predictor(cfg.cache_dir, space.name))
     profiler = instantiate("profiler", cfg.profiler)
+    image_size = profiler.settings().get("image_size")
+    if image_size and image_size != data.image_size:  # the deployment resolution must fit the space
+        try:
+            instantiate_space(cfg.space, data, config_dirs, image_size=image_size)
+        except UserError as e:
+            raise UserError(
+                f"profiler.image_size: {image_size} does not fit space {space.name}: {e}"
+            ) from None
     recipe = instantiate("supernet", cfg.supernet)
     split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
     train_idx, val_idx = data.split(**split)
@@ -154,6 +148,17 @@ def _check_identity(study, identity: dict[str, Any]) -> None:
 
 
 def run_search(setup: Setup, console) -> int:
+    """Run the search of ``setup``: 0 when the study holds ``n_trials`` COMPLETE trials."""
+    from nas.study import open_storage
+
+    storage = open_storage(setup.cfg.storage, setup.cfg.heartbeat_s)
+    try:
+        return _search(setup, console, storage)
+    finally:
+        storage.engine.dispose()  # no connection (nor SQLite side file) outlives the command
+
+
+def _search(setup: Setup, console, storage) -> int:
     import optuna
     from optuna.trial import TrialState
 
@@ -161,7 +166,6 @@ def run_search(setup: Setup, console) -> int:
         OBJECTIVES,
         STUDY_ATTR,
         completed,
-        open_storage,
         print_pareto,
         results_dir,
         write_pareto_files,
@@ -169,7 +173,6 @@ def run_search(setup: Setup, console) -> int:
 
     cfg = setup.cfg
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = open_storage(cfg.storage, cfg.heartbeat_s)
     study = optuna.create_study(
         study_name=setup.study_name,
         storage=storage,
@@ -177,6 +180,12 @@ def run_search(setup: Setup, console) -> int:
         load_if_exists=True,
     )
     _check_identity(study, setup.identity)
+    if study.metric_names is None:  # optuna-dashboard and the optuna CLI label the objectives
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(setup.objectives)
     stale = _fail_stale_trials(study)
     if stale:
         console.print(
@@ -276,13 +285,16 @@ def run_search(setup: Setup, console) -> int:
     from nas.executors import STOPPED
 
     if len(completed(study)) < cfg.n_trials:
+        from rich.console import Console
+
+        errors = Console(stderr=True)
         if STOPPED in statuses:
-            console.print(
+            errors.print(
                 f"[red]Stopped: {cfg.max_consecutive_failures} trials in a row failed[/] "
                 "(reasons above and in each trial's user attribute fail_reason)."
             )
         else:
-            console.print(f"[red]The workers ended early[/] (exit statuses {statuses}); rerun to continue.")
+            errors.print(f"[red]The workers ended early[/] (exit statuses {statuses}); rerun to continue.")
         return 1
     n_done = len(completed(study))
     sources = Counter(t.user_attrs.get("latency_source") for t in completed(study))
@@ -295,7 +307,11 @@ def run_search(setup: Setup, console) -> int:
     if setup.profiler.name == "predictor":
         from latency_models.cache import LatencyCache
 
-        check_front(study, setup.profiler, LatencyCache(cfg.storage), console)
+        cache = LatencyCache(cfg.storage)
+        try:
+            check_front(study, setup.profiler, cache, console)
+        finally:
+            cache.close()
     csv_path, png_path = write_pareto_files(study, rows, folder)
     written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
     console.print(f"Pareto front written to {written}")
@@ -307,12 +323,13 @@ def worker_config(cfg: DictConfig) -> dict[str, Any]:
     elsewhere), no progress bars of their own."""
     from sqlalchemy.engine import make_url
 
+    from nas.study import sqlite_path
+
     config = to_container(cfg)
-    url = make_url(cfg.storage)
-    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
-        config["storage"] = url.set(database=str(Path(url.database).expanduser().resolve())).render_as_string(
-            hide_password=False
-        )
+    path = sqlite_path(cfg.storage)
+    if path is not None:
+        url = make_url(cfg.storage).set(database=str(path.resolve()))
+        config["storage"] = url.render_as_string(hide_password=False)
     config["cache_dir"] = str(Path(cfg.cache_dir).expanduser().resolve())
     config["progress"] = False
     return config
@@ -350,27 +367,31 @@ def work(setup: Setup, worker: int = 0, supernet=None, after_trial=None) -> int:
     study.sampler = LockedSampler(sampler)
     objective = Objective(setup, supernet, study, worker)
     failures, last = 0, {}
-    while True:
-        with computing():
-            states = Counter(t.state for t in study.get_trials(deepcopy=False))
-        if states[TrialState.COMPLETE] >= cfg.n_trials:
-            return DONE
-        if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= cfg.n_trials:
-            _fail_stale_trials(study)
-            time.sleep(min(1.0, cfg.heartbeat_s))
-            continue
-        study.optimize(
-            objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: last.update(trial=t)]
-        )
-        trial = last.pop("trial", None)
-        if after_trial is not None:
-            after_trial()
-        if trial is not None and trial.state == TrialState.FAIL:
-            failures += 1
-            if failures >= cfg.max_consecutive_failures:
-                return STOPPED
-        elif trial is not None and trial.state == TrialState.COMPLETE:
-            failures = 0
+    try:
+        while True:
+            with computing():
+                states = Counter(t.state for t in study.get_trials(deepcopy=False))
+            if states[TrialState.COMPLETE] >= cfg.n_trials:
+                return DONE
+            if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= cfg.n_trials:
+                _fail_stale_trials(study)
+                time.sleep(min(1.0, cfg.heartbeat_s))
+                continue
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: last.update(trial=t)]
+            )
+            trial = last.pop("trial", None)
+            if after_trial is not None:
+                after_trial()
+            if trial is not None and trial.state == TrialState.FAIL:
+                failures += 1
+                if failures >= cfg.max_consecutive_failures:
+                    return STOPPED
+            elif trial is not None and trial.state == TrialState.COMPLETE:
+                failures = 0
+    finally:
+        objective.cache.close()
+        storage.engine.dispose()
 
 
 def check_front(study, profiler, cache, console) -> None:
@@ -429,8 +450,24 @@ class Objective:
         self.seen = {t.user_attrs["arch_key"]: t for t in completed(study) if "arch_key" in t.user_attrs}
 
     def __call__(self, trial) -> tuple[float, ...]:
+        """The trial's objective values; any failure is recorded as its ``fail_reason``."""
+        import optuna
         import torch
 
+        try:
+            return self._score(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            from latency_models.lock import computing
+
+            with computing():
+                trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+            if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
+                torch.cuda.empty_cache()  # give the failed candidate's memory back before the next
+            raise
+
+    def _score(self, trial) -> tuple[float, ...]:
         from latency_models._base import measure_arch
         from latency_models.flops import count_flops, count_nonzero_params, count_params
         from latency_models.lock import computing
@@ -473,11 +510,9 @@ class Objective:
                 check, _ = measure_arch(profiler.reference, arch, model, self.cache)
                 profiler.add_measurement(arch, check.median)
             latency_seconds = time.perf_counter() - start
-        except Exception as e:
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
-            trial.set_user_attr("arch", arch.to_dict())
-            if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
-                torch.cuda.empty_cache()  # give the failed candidate's memory back before the next
+        except Exception:
+            with computing():
+                trial.set_user_attr("arch", arch.to_dict())
             raise
         attrs = {
             "arch": arch.to_dict(),
@@ -508,7 +543,6 @@ class Objective:
             for name, value in attrs.items():
                 trial.set_user_attr(name, value)
         if not (top1 == top1 and latency.median == latency.median):  # NaN
-            trial.set_user_attr("fail_reason", "NaN score or latency")
             raise ValueError("NaN score or latency")
         values = tuple(objective_value(attrs, name) for name in self.setup.objectives)
         self.seen[key] = _Done(attrs, values, trial.number)

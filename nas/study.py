@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import inspect
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +47,43 @@ def latency(trial: FrozenTrial) -> float:
 STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
 
 
-def check_storage_url(url: str) -> None:
-    """Reject a malformed URL or missing SQLite folder before anything is written."""
+def check_storage_url(url: str, writing: bool = False) -> None:
+    """Reject a malformed URL, an unknown database kind or a missing SQLite folder (and, when
+    ``writing``, an SQLite database that could not be written) before anything is written."""
+    import os
+
+    from sqlalchemy.dialects import registry
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
         parsed = make_url(url)
+        registry.load(parsed.get_backend_name() + "." + parsed.get_driver_name())
     except ArgumentError:
         raise UserError(f"storage: {url!r} is not an SQLAlchemy URL (e.g. sqlite:///nas.db)") from None
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise UserError(f"storage: folder {str(folder)!r} of {url!r} does not exist")
+    except NoSuchModuleError:
+        raise UserError(
+            f"storage: {url!r} names no database kind SQLAlchemy knows (e.g. sqlite:///nas.db, "
+            "postgresql://user@host/db)"
+        ) from None
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.parent.is_dir():
+            raise UserError(f"storage: folder {str(path.parent)!r} of {url!r} does not exist")
+        if path.exists() and not path.is_file():
+            raise UserError(f"storage: {str(path)!r} of {url!r} is not a file")
+        if writing and not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise UserError(f"storage: cannot write {str(path)!r}")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for in-memory databases and other kinds)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().absolute()
 
 
 def normalise_url(url: str) -> str:
@@ -150,11 +176,14 @@ class LockedSampler(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
 
 
-def open_storage(url: str, heartbeat_s: float = 10.0, locked: bool = False) -> optuna.storages.RDBStorage:
-    """The study storage at ``url``. A running trial beats every ``heartbeat_s``; one silent for
-    3x that (its process was killed) is failed by the next run and retried once with the same
-    parameters (Optuna's RetryHeartbeatStaleTrialCallback). ``locked``: a LockedRDBStorage, for
-    search workers."""
+def open_storage(
+    url: str, heartbeat_s: float = 10.0, locked: bool = False, tune: bool = True
+) -> optuna.storages.RDBStorage:
+    """The study storage at ``url`` (created if missing). A running trial beats every
+    ``heartbeat_s``; one silent for 3x that (its process was killed) is failed by the next run
+    and retried once with the same parameters (Optuna's RetryHeartbeatStaleTrialCallback).
+    ``locked``: a LockedRDBStorage, for search workers. ``tune``: SQLite in WAL mode (a write;
+    readers leave the file as it is)."""
     check_storage_url(url)
     url = normalise_url(url)
     try:
@@ -168,26 +197,55 @@ def open_storage(url: str, heartbeat_s: float = 10.0, locked: bool = False) -> o
                 grace_period=max(2, round(3 * heartbeat_s)),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
-            tune_sqlite(storage.engine)
+            if tune:
+                tune_sqlite(storage.engine)
             return storage
     except Exception as e:  # driver missing, server down, bad credentials
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"storage: cannot open {url!r}: {first}") from None
 
 
+@contextlib.contextmanager
+def reading_storage(url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """The existing study storage at ``url``, for commands that only read it (export, profile,
+    dashboard): never creates a database or a table, and closes its connections on exit (so an
+    SQLite database in WAL mode keeps no side files)."""
+    import sqlalchemy as sa
+
+    check_storage_url(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise UserError(f"storage: there is no database {str(path)!r} ({url}); run nas search first")
+    engine = sa.create_engine(normalise_url(url))
+    try:
+        has_studies = sa.inspect(engine).has_table("studies")
+    except Exception as e:  # not a database, server down, bad credentials
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"storage: cannot read {url!r}: {first}") from None
+    finally:
+        engine.dispose()
+    if not has_studies:
+        raise UserError(f"storage: {url!r} holds no nas study; run nas search first")
+    storage = open_storage(url, tune=False)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
+
+
 def results_dir(url: str) -> Path:
     """Where result files go: next to an SQLite database, else the working directory."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        return Path(parsed.database).expanduser().resolve().parent
-    return Path.cwd()
+    path = sqlite_path(url)
+    return path.resolve().parent if path is not None else Path.cwd()
 
 
 def load_existing_study(storage: optuna.storages.RDBStorage, study_name: str | None) -> optuna.Study:
     """The named study, or the only study in the storage when no name is given."""
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+    except Exception as e:  # a database of another program, or a damaged one
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"storage: cannot read the studies: {first}") from None
     if study_name is None:
         if len(names) != 1:
             listed = ", ".join(names) or "none"

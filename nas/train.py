@@ -43,6 +43,21 @@ class Recipe:
     distill: bool = False  # True: smaller members learn from the largest's soft predictions
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Ranges (types are checked by the config schema before this is built)."""
+        for key, ok, limit in (
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", 0 < self.lr < math.inf, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and epochs"),
+            ("num_random", self.num_random >= 0, ">= 0"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("seed", self.seed >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ValueError(f"supernet.{key}: expected a value {limit}, got {getattr(self, key)!r}")
+
     def lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:
         warmup = max(1, int(self.warmup_epochs * steps_per_epoch))
         if step < warmup:

@@ -154,3 +154,46 @@ def postgres_url():
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     admin.dispose()
+
+
+TINY_SEARCH = [
+    "+space=tiny",
+    "supernet.epochs=1",
+    "profiler.runs=10",
+    "profiler.warmup=2",
+    "progress=false",
+]
+
+
+def run_in_process(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """``nas ARGS`` in this process (no interpreter start-up: for the many checks where no
+    process boundary is under test). Returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from nas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before, columns = Path.cwd(), os.environ.get("COLUMNS")
+    os.chdir(cwd)
+    os.environ["COLUMNS"] = "200"  # rich tables unwrapped, as run_nas has them
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(before)
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """A folder holding a real study of the tiny space (``nas.db``, 4 measured trials) and its
+    cache; tests that use it must not change it."""
+    folder = tmp_path_factory.mktemp("tiny_study")
+    code, out, err = run_in_process("search", *TINY_SEARCH, "n_trials=4", cwd=folder)
+    assert code == 0, out + err
+    return folder

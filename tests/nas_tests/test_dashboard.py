@@ -1,6 +1,9 @@
 """`nas dashboard` serves optuna-dashboard on a real study database."""
 
+import gzip
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,10 +22,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_dashboard_serves_the_study(tmp_path):
+def test_dashboard_serves_the_study_with_named_objectives(tmp_path, tiny_study):
+    shutil.copy(tiny_study / "nas.db", tmp_path / "nas.db")
     storage = f"sqlite:///{tmp_path}/nas.db"
-    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
-    study.add_trial(optuna.trial.create_trial(values=[50.0, 1.0], params={}, distributions={}))
+    study = optuna.load_study(study_name=None, storage=storage)
+    assert study.metric_names == ["accuracy", "latency"]  # set by nas search
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -51,6 +55,14 @@ def test_dashboard_serves_the_study(tmp_path):
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/studies/{study._study_id}", headers={"Accept-Encoding": "gzip"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            if response.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+        assert json.loads(body)["objective_names"] == ["accuracy", "latency"]  # labels of the plots
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -58,5 +70,5 @@ def test_dashboard_serves_the_study(tmp_path):
 
 def test_dashboard_refuses_an_empty_storage(tmp_path):
     result = run_nas("dashboard", f"storage=sqlite:///{tmp_path}/none.db", cwd=tmp_path)
-    assert result.returncode == 2 and "holds no study" in result.stderr
+    assert result.returncode == 2 and "there is no database" in result.stderr
     assert not (tmp_path / "none.db").exists()

@@ -15,7 +15,7 @@ import statistics
 from _spaces import load_space, parse_settings
 
 from latency_models import create_profiler
-from nas.hardware import fingerprint
+from latency_models.hardware import fingerprint
 
 
 def main() -> None:

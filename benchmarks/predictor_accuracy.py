@@ -21,6 +21,7 @@ import numpy as np
 from _spaces import load_space, parse_settings
 
 from latency_models import create_profiler
+from latency_models.hardware import fingerprint, fingerprint_id
 from latency_models.predictor import (
     Predictor,
     fill_table,
@@ -30,7 +31,6 @@ from latency_models.predictor import (
     summarise,
     unique_samples,
 )
-from nas.hardware import fingerprint, fingerprint_id
 
 
 def main() -> None:

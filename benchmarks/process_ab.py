@@ -23,7 +23,7 @@ def _child(conn, settings: dict) -> None:
     import torch
 
     from latency_models import create_profiler
-    from nas.arch import arch_from_dict
+    from search_spaces.arch import arch_from_dict
 
     torch.set_num_threads(1)
     profiler = create_profiler("onnxruntime", **settings)
@@ -35,7 +35,7 @@ def main() -> None:
     import optuna
 
     from latency_models import create_profiler
-    from nas.arch import arch_from_dict
+    from search_spaces.arch import arch_from_dict
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", required=True)

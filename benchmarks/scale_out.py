@@ -124,7 +124,7 @@ def save(name: str, data: dict) -> None:
 
 
 def machine() -> dict:
-    from nas.hardware import fingerprint
+    from latency_models.hardware import fingerprint
 
     f = fingerprint()
     return {k: f.get(k) for k in ("cpu", "cpu_count", "torch", "onnxruntime") if k in f}
@@ -192,7 +192,7 @@ def agreement(args) -> None:
     like one more measurement alone: no bias, and as close to the others as they are to each
     other (leave-one-out)."""
     from latency_models import create_profiler
-    from nas.arch import arch_from_dict
+    from search_spaces.arch import arch_from_dict
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +372,7 @@ def interference(args) -> None:
     from omegaconf import OmegaConf
 
     from latency_models import create_profiler
-    from nas.arch import arch_from_dict
+    from search_spaces.arch import arch_from_dict
 
     if "alone" not in args.conditions or not set(args.conditions) <= {"search", "alone", "no_lock"}:
         sys.exit("--conditions: alone and any of search, no_lock")
@@ -476,8 +476,8 @@ def recorded(args) -> None:
 
     from latency_models import create_profiler
     from latency_models.lock import computing
-    from nas.arch import arch_from_dict
     from nas.study import STUDY_ATTR
+    from search_spaces.arch import arch_from_dict
 
     background = Background(args, "recorded", "onnxruntime")
     rows, seen, profiler = [], set(), None

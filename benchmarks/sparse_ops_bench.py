@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from nas.arch import pattern_level  # noqa: E402
+from search_spaces.arch import pattern_level  # noqa: E402
 from search_spaces.layers import ConvMlp, Mlp  # noqa: E402
 from search_spaces.sparse import sparsify_pair  # noqa: E402
 
@@ -180,7 +180,7 @@ def main() -> None:
     for op, dim, hidden, size in SIZES:
         for batch in [1] if args.backend == "ort" else [1, 64]:
             rows += measure_size(args.backend, op, dim, hidden, size, batch)
-    from nas.hardware import fingerprint
+    from latency_models.hardware import fingerprint
 
     result = {"backend": args.backend, "hardware": fingerprint(), "rows": rows}
     if args.out:

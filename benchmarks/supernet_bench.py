@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latency_models import create_profiler  # noqa: E402
 from latency_models.flops import count_flops  # noqa: E402
+from latency_models.hardware import fingerprint  # noqa: E402
 from nas.config import compose, instantiate, instantiate_space, to_container  # noqa: E402
-from nas.hardware import fingerprint  # noqa: E402
 from nas.train import evaluate, train_supernet  # noqa: E402
 
 

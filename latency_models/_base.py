@@ -1,6 +1,6 @@
-"""The LatencyProfiler contract, its result type and the registry.
+"""The LatencyProfiler contract, its optional capabilities, its result type and the registry.
 
-A profiler turns an ArchConfig into a LatencyResult. Contract:
+A profiler turns an architecture (search_spaces.arch.Arch) into a LatencyResult. Contract:
 
 * ``name`` -- registry name; ``unit`` -- unit of the result ("ms" for measured time, or the
   proxy's unit such as "MFLOPs").
@@ -11,10 +11,23 @@ A profiler turns an ArchConfig into a LatencyResult. Contract:
   on its weights, so it may build a fresh one with ``search_spaces.layers.build_model``.
 * ``measured`` -- True for a profiler that times real runs: its figures hold only for the
   hardware fingerprint they were taken on, and are cached in SQL (latency_models.cache).
-  Measured profilers also offer ``measure_module(module, input_shape)``, which the learned
-  predictor uses to time single blocks.
 
-A conformance check for new profilers is ``latency_models.conformance.check_profiler``.
+Optional capabilities, each a Protocol below (callers ask the helpers, never a profiler's name):
+
+* ``ModuleTimer`` -- ``measure_module(module, input_shape)``: times a bare module. Every measured
+  profiler offers it (the learned predictor times single blocks with it).
+* ``HardwareBound`` -- ``hardware()``: the (id, fingerprint) its figures hold for, for a profiler
+  that is not measured but valid on one machine only (a predictor fitted there). Without it:
+  this machine for measured profilers, any machine for proxies (``hardware_for``).
+* ``SelfChecking`` -- a model of latency that checks itself: ``wants_measurement(arch)`` says
+  which architectures the caller should also measure with its ``reference`` profiler, and
+  ``add_measurement(arch, ms)`` takes the figure back.
+
+Lifecycle: the registry builds a profiler from its settings (``create_profiler``); callers
+measure through ``measure_arch``, which looks figures up in and stores them to the latency
+table (``LatencyCache``) it is given, and makes that table the current one (``latency_table()``)
+while the profiler runs, so a profiler that measures on its own (the predictor's blocks) uses the
+same table. A conformance check for new profilers is ``latency_models.conformance.check_profiler``.
 
 Profilers are found by name: built-ins register with ``@register_profiler``; other installed
 packages add theirs through the ``nas.latency_models`` entry-point group.
@@ -22,6 +35,7 @@ packages add theirs through the ``nas.latency_models`` entry-point group.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
@@ -29,7 +43,8 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from nas.arch import ArchConfig
+from latency_models.hardware import fingerprint, fingerprint_id
+from search_spaces.arch import Arch, ArchError
 
 ENTRY_POINT_GROUP = "nas.latency_models"
 
@@ -84,13 +99,74 @@ class LatencyResult:
 
 @runtime_checkable
 class LatencyProfiler(Protocol):
+    """What every profiler is (see the module docstring)."""
+
     name: str
     unit: str
     measured: bool
 
     def settings(self) -> dict[str, Any]: ...
 
-    def measure(self, arch: ArchConfig, model: Any = None) -> LatencyResult: ...
+    def measure(self, arch: Arch, model: Any = None) -> LatencyResult: ...
+
+
+@runtime_checkable
+class ModuleTimer(Protocol):
+    """A measured profiler that also times a bare module (a block of the learned predictor)."""
+
+    def measure_module(self, module: Any, input_shape: tuple[int, ...]) -> LatencyResult: ...
+
+
+@runtime_checkable
+class HardwareBound(Protocol):
+    """A profiler whose figures hold on the hardware it names (not measured, not a proxy)."""
+
+    def hardware(self) -> tuple[str, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class SelfChecking(Protocol):
+    """A model of latency that is checked, on the architectures it asks for, against the
+    measuring profiler ``reference``, and learns from those measurements."""
+
+    reference: LatencyProfiler
+
+    def wants_measurement(self, arch: Arch) -> bool: ...
+
+    def add_measurement(self, arch: Arch, measured_ms: float) -> None: ...
+
+
+def contract_gaps(obj: Any) -> list[str]:
+    """What ``obj`` lacks of the LatencyProfiler contract (empty for a profiler)."""
+    return [a for a in ("name", "unit", "measured", "settings", "measure") if not hasattr(obj, a)]
+
+
+def hardware_for(profiler: LatencyProfiler) -> tuple[str, dict[str, Any]]:
+    """(id, fingerprint) of the hardware a figure of ``profiler`` holds for: its own where it
+    names one, this machine's for measured profilers, "any" for proxies."""
+    if isinstance(profiler, HardwareBound):
+        return profiler.hardware()
+    if profiler.measured:
+        return fingerprint_id(), fingerprint()
+    return "any", {}
+
+
+def can_time_modules(profiler: LatencyProfiler) -> bool:
+    """Whether ``profiler`` measures time and can time a bare module (what fitting a predictor needs)."""
+    return profiler.measured and isinstance(profiler, ModuleTimer)
+
+
+def checks_itself(profiler: LatencyProfiler) -> bool:
+    """Whether ``profiler`` is a model to be checked against measurements (``SelfChecking``)."""
+    return isinstance(profiler, SelfChecking)
+
+
+_TABLE: contextvars.ContextVar[Any] = contextvars.ContextVar("latency_table", default=None)
+
+
+def latency_table() -> Any:
+    """The latency table (LatencyCache) of the ``measure_arch`` call in progress, or None."""
+    return _TABLE.get()
 
 
 _REGISTRY: dict[str, Callable[..., LatencyProfiler]] = {}
@@ -128,7 +204,12 @@ def profiler_factory(name: str) -> Callable[..., LatencyProfiler]:
 
 def create_profiler(name: str, **settings: Any) -> LatencyProfiler:
     """Build the profiler registered as ``name`` with ``settings`` as keyword arguments."""
-    return profiler_factory(name)(**settings)
+    profiler = profiler_factory(name)(**settings)
+    if contract_gaps(profiler):
+        raise ValueError(
+            f"profiler {name!r} is not a latency profiler: no {', '.join(contract_gaps(profiler))}"
+        )
+    return profiler
 
 
 # What a ``profiler`` conf node builds, for the config schema (nas.schema): its settings are
@@ -147,23 +228,26 @@ def profiler_key(profiler: LatencyProfiler) -> str:
     )
 
 
-def input_shape_for(arch: ArchConfig, image_size: int | None) -> ArchConfig:
+def input_shape_for(arch: Arch, image_size: int | None) -> Arch:
     """``arch`` at the profiler's ``image_size`` setting (the deployment resolution), if any."""
     if not image_size or image_size == arch.image_size:
         return arch
-    import dataclasses
-
-    from nas.arch import ArchError
-
     try:
         return dataclasses.replace(arch, image_size=image_size)
     except ArchError as e:
         raise ValueError(f"profiler.image_size: {image_size} does not fit {arch.summary()}: {e}") from None
 
 
-def measure_arch(profiler: LatencyProfiler, arch: Any, model: Any = None, cache: Any = None):
+def measure_arch(
+    profiler: LatencyProfiler, arch: Arch, model: Any = None, cache: Any = None
+) -> tuple[LatencyResult, bool]:
     """``profiler.measure(arch, model)``, through ``cache`` (a latency_models.cache.LatencyCache)
-    for measured profilers. Returns (result, True when it came from the cache)."""
-    if cache is None or not getattr(profiler, "measured", False):
-        return profiler.measure(arch, model), False
-    return cache.measure(profiler, arch.key(), arch.to_json(), lambda: profiler.measure(arch, model))
+    for measured profilers, which is the current ``latency_table()`` meanwhile. Returns (result,
+    True when it came from the cache)."""
+    token = _TABLE.set(cache)
+    try:
+        if cache is None or not profiler.measured:
+            return profiler.measure(arch, model), False
+        return cache.measure(profiler, arch.key(), arch.to_json(), lambda: profiler.measure(arch, model))
+    finally:
+        _TABLE.reset(token)

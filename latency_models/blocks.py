@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.arch import (
+from search_spaces.arch import (
+    Arch,
     ArchConfig,
     ConvBlockConfig,
     HybridArchConfig,
@@ -24,6 +25,16 @@ from nas.arch import (
     hidden_width,
     kept,
     pattern_n_m,
+)
+from search_spaces.layers import (
+    Attention,
+    ConvMlp,
+    Downsample,
+    HybridNet,
+    Mlp,
+    Pooling,
+    VisionTransformer,
+    init_weights,
 )
 
 # Kinds of block, and the group each one's figure is summed into (a feature of the predictor).
@@ -59,7 +70,6 @@ class BlockSpec:
 
     def build(self) -> nn.Module:
         """A freshly initialised module taking a (B, *input_shape) tensor."""
-        from search_spaces.layers import init_weights
 
         module = _BUILDERS[self.kind](self.input_shape, **dict(self.options))
         init_weights(module)
@@ -88,7 +98,7 @@ def _layer_blocks(layer: LayerConfig, dim: int, grid: int, head_dim: int, activa
     return blocks
 
 
-def decompose(arch: ArchConfig | HybridArchConfig) -> list[BlockSpec]:
+def decompose(arch: Arch) -> list[BlockSpec]:
     """The blocks ``arch`` runs, in order."""
     if isinstance(arch, HybridArchConfig):
         return _decompose_hybrid(arch)
@@ -145,7 +155,6 @@ class _Call(nn.Module):
 
 
 def _mixer(shape, grid: int, head_dim: int, heads: int, attention: str) -> nn.Module:
-    from search_spaces.layers import Attention, Pooling
 
     dim = shape[1]
     body = Pooling(grid) if attention == "pool" else Attention(dim, heads, head_dim, attention, grid)
@@ -153,7 +162,6 @@ def _mixer(shape, grid: int, head_dim: int, heads: int, attention: str) -> nn.Mo
 
 
 def _mlp(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
-    from search_spaces.layers import Mlp
 
     dim = shape[1]
     level = 1 - pattern_n_m(pattern)[0] / pattern_n_m(pattern)[1] if pattern != "dense" else 0.0
@@ -161,7 +169,6 @@ def _mlp(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
 
 
 def _conv(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
-    from search_spaces.layers import ConvMlp
 
     dim = shape[0]
     level = 1 - pattern_n_m(pattern)[0] / pattern_n_m(pattern)[1] if pattern != "dense" else 0.0
@@ -169,7 +176,6 @@ def _conv(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
 
 
 def _vit(shape, patch_size: int, dim: int, classes: int = 1) -> nn.Module:
-    from search_spaces.layers import VisionTransformer
 
     channels, size = shape[0], shape[1]
     layer = LayerConfig(num_heads=1, mlp_ratio=1.0, attention="none")
@@ -187,7 +193,6 @@ def _vit_head(shape, classes: int) -> nn.Module:
 
 
 def _hybrid(shape, width: int, classes: int = 1) -> nn.Module:
-    from search_spaces.layers import HybridNet
 
     stage = StageConfig(width, conv_blocks=(ConvBlockConfig(expansion=1.0),))
     return HybridNet(HybridArchConfig(shape[1], shape[0], classes, 1, "relu", (stage,)))
@@ -202,7 +207,6 @@ def _hybrid_head(shape, classes: int) -> nn.Module:
 
 
 def _downsample(shape, width: int) -> nn.Module:
-    from search_spaces.layers import Downsample
 
     return Downsample(shape[0], width)
 

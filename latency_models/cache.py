@@ -15,11 +15,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 
-from latency_models._base import LatencyProfiler, LatencyResult, profiler_key
+from latency_models._base import LatencyProfiler, LatencyResult, hardware_for, profiler_key
+from latency_models.sql import normalise_url, tune_sqlite
 
 METADATA = sa.MetaData()
 TABLE = sa.Table(
@@ -58,20 +58,10 @@ def _owner_dead(owner: str) -> bool:
     return False
 
 
-def hardware_for(profiler: LatencyProfiler) -> tuple[str, dict[str, Any]]:
-    """(id, fingerprint) a figure of ``profiler`` is valid for; proxies hold anywhere."""
-    if not getattr(profiler, "measured", False):
-        return "any", {}
-    from nas.hardware import fingerprint, fingerprint_id
-
-    return fingerprint_id(), fingerprint()
-
-
 class LatencyCache:
     """Measure-once store of profiler results in the SQL database at ``url``."""
 
     def __init__(self, url: str, stale_after_s: float = 900.0) -> None:
-        from nas.study import normalise_url, tune_sqlite
 
         url = normalise_url(url)
         connect_args = {"timeout": 60} if url.startswith("sqlite") else {}

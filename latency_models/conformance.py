@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from latency_models._base import LatencyProfiler, LatencyResult
+from latency_models._base import LatencyProfiler, LatencyResult, ModuleTimer
 
 
 def check_profiler(profiler: Any, arch: Any) -> LatencyResult:
@@ -27,7 +27,7 @@ def check_profiler(profiler: Any, arch: Any) -> LatencyResult:
     assert result.std >= 0 and result.n_runs >= 0, "std and n_runs >= 0"
     if profiler.measured:
         assert profiler.unit == "ms", "a measured profiler reports milliseconds"
-        assert callable(getattr(profiler, "measure_module", None)), "measured: offers measure_module()"
+        assert isinstance(profiler, ModuleTimer), "measured: offers measure_module()"
         assert result.n_runs >= 1, "measured: at least one timed run"
     restored = LatencyResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert restored == result, "LatencyResult survives the JSON round trip of the latency table"

@@ -8,7 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from latency_models._base import LatencyResult, register_profiler
-from nas.arch import ArchConfig
+from search_spaces.arch import ArchConfig
+from search_spaces.layers import build_model
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -52,7 +53,6 @@ class FlopsProfiler:
         return {"metric": self.metric, "batch_size": self.batch_size}
 
     def measure(self, arch: ArchConfig, model: Any = None) -> LatencyResult:
-        from search_spaces.layers import build_model
 
         model = build_model(arch) if model is None else model
         if self.metric == "flops":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,10 +28,15 @@ from latency_models._base import (
     LatencyResult,
     create_profiler,
     input_shape_for,
+    latency_table,
+    measure_arch,
+    profiler_key,
     register_profiler,
 )
 from latency_models.blocks import GROUPS, BlockSpec, decompose
-from nas.arch import arch_from_dict
+from latency_models.files import atomic_path
+from latency_models.hardware import fingerprint, fingerprint_id
+from search_spaces.arch import Arch, arch_from_dict
 
 CHAIN = 4  # copies of a shape-preserving block timed together to get its marginal cost
 FEATURES = ("intercept", "ends", "mixer", "mlp", "conv")
@@ -108,12 +112,9 @@ class Predictor:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a crash leaves the previous file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
-        os.replace(tmp, path)
-        return path
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -208,68 +209,117 @@ def space_blocks(space, seed: int, n: int = 3000) -> list[BlockSpec]:
     return list(blocks.values())
 
 
+def predictor_file(folder: str | Path, space: str, profiler: LatencyProfiler) -> Path:
+    """Where ``nas latency fit`` keeps the predictor of ``space`` for ``profiler`` on this
+    hardware: one file per space, profiler settings and hardware."""
+    settings = hashlib.sha1(profiler_key(profiler).encode()).hexdigest()[:8]
+    return Path(folder) / f"{space}-{profiler.name}-{settings}-{fingerprint_id()}.json"
+
+
+def find_predictor(folder: str | Path, space: str) -> Path:
+    """The predictor fitted for ``space`` on this hardware in ``folder``, when there is exactly
+    one (ValueError naming the key otherwise)."""
+    found = sorted(Path(folder).glob(f"{space}-*-{fingerprint_id()}.json"))
+    if not found:
+        raise ValueError(
+            f"profiler.path: no predictor for space {space!r} on this hardware in {folder}; "
+            f"run: nas latency fit +space={space}"
+        )
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(f"profiler.path: several predictors for {space!r} ({names}); choose one")
+    return found[0]
+
+
 @register_profiler("predictor")
 class PredictorProfiler:
     """Predicted latency from a fitted predictor file (``nas latency fit``).
 
+    ``path`` names the file; without it, the predictor fitted on this hardware for ``space`` is
+    taken from ``folder`` (for the measured architecture's space where ``space`` is not given).
     ``measure_fraction`` of the architectures (chosen by their key, so reproducibly) are also
-    measured with the predictor's own profiler; the search records both figures and the
-    predictor recalibrates on them. Blocks the table lacks are measured once on first use.
+    measured with the predictor's own profiler (``SelfChecking``); the search records both
+    figures and the predictor recalibrates on them. Blocks the table lacks are measured once on
+    first use, through the current latency table.
     """
 
     name = "predictor"
     unit = "ms"
     measured = False
 
-    def __init__(self, path: str | None = None, measure_fraction: float = 0.1, recalibrate: bool = True):
-        if path is None:
-            raise ValueError("profiler.path: no predictor file given; fit one with nas latency fit")
+    def __init__(
+        self,
+        path: str | None = None,
+        folder: str | None = None,
+        space: str | None = None,
+        measure_fraction: float = 0.1,
+        recalibrate: bool = True,
+    ):
         if not 0.0 <= measure_fraction <= 1.0:
             raise ValueError(f"profiler.measure_fraction: expected 0..1, got {measure_fraction!r}")
+        if path is None and folder is None:
+            raise ValueError("profiler.path: no predictor file given; fit one with nas latency fit")
+        self.folder, self.measure_fraction, self.recalibrate = folder, measure_fraction, recalibrate
+        self.path: str | None = None
+        self.predictor: Predictor | None = None
+        self._reference: LatencyProfiler | None = None
+        if path is not None or space is not None:
+            self._load(path or find_predictor(folder, space))
+
+    def _load(self, path: str | Path) -> Predictor:
         if not Path(path).is_file():
             raise ValueError(f"profiler.path: {str(path)!r} does not exist; fit one with nas latency fit")
-        self.path, self.measure_fraction, self.recalibrate = str(path), measure_fraction, recalibrate
         try:
-            self.predictor = Predictor.load(path)
+            predictor = Predictor.load(path)
         except ValueError as e:
             raise ValueError(f"profiler.path: {e}") from None
-        from nas.hardware import fingerprint_id
-
-        if self.predictor.hardware_id != fingerprint_id():
+        if predictor.hardware_id != fingerprint_id():
             raise ValueError(
                 f"profiler.path: {path} was fitted on other hardware "
-                f"({self.predictor.hardware.get('cpu')}, {self.predictor.hardware_id}); fit one here"
+                f"({predictor.hardware.get('cpu')}, {predictor.hardware_id}); fit one here"
             )
-        self._reference: LatencyProfiler | None = None
-        self.cache = None  # a LatencyCache, set by the search, for block and check measurements
+        self.path, self.predictor, self._reference = str(path), predictor, None
+        return predictor
+
+    def _for(self, arch: Arch) -> Predictor:
+        if self.predictor is None:
+            return self._load(find_predictor(self.folder, arch.space))
+        return self.predictor
 
     @property
     def reference(self) -> LatencyProfiler:
         """The measuring profiler the predictor was fitted with."""
         if self._reference is None:
+            if self.predictor is None:
+                raise ValueError("profiler.path: no predictor loaded yet")
             self._reference = self.predictor.measuring_profiler()
         return self._reference
+
+    def hardware(self) -> tuple[str, dict[str, Any]]:
+        """Valid on the machine it was fitted on, which is this one (checked when loaded)."""
+        return fingerprint_id(), fingerprint()
 
     def settings(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "measure_fraction": self.measure_fraction,
             "recalibrate": self.recalibrate,
-            "profiler": self.predictor.profiler,
-            "hardware_id": self.predictor.hardware_id,
+            "profiler": self.predictor.profiler if self.predictor else None,
+            "hardware_id": fingerprint_id(),
         }
 
-    def wants_measurement(self, arch) -> bool:
+    def wants_measurement(self, arch: Arch) -> bool:
         draw = int(hashlib.sha1(f"check:{arch.key()}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         return draw < self.measure_fraction
 
-    def measure(self, arch, model: Any = None) -> LatencyResult:
-        fill_table(self.predictor, self.reference, self.predictor.missing(arch), self.cache)
-        value = self.predictor.predict(arch)
+    def measure(self, arch: Arch, model: Any = None) -> LatencyResult:
+        predictor = self._for(arch)
+        fill_table(predictor, self.reference, predictor.missing(arch), latency_table())
+        value = predictor.predict(arch)
         return LatencyResult(value, value, value, 0.0, unit="ms", n_runs=0, input_shape=arch.input_shape)
 
-    def add_measurement(self, arch, measured_ms: float) -> None:
-        self.predictor.add_sample(arch, measured_ms, recalibrate=self.recalibrate)
+    def add_measurement(self, arch: Arch, measured_ms: float) -> None:
+        self._for(arch).add_sample(arch, measured_ms, recalibrate=self.recalibrate)
 
 
 def fit_samples(
@@ -283,8 +333,6 @@ def fit_samples(
     """Measure ``archs`` (and their blocks, interleaved, so slow drift of the machine hits table
     and samples alike) into ``predictor``; saves every 30 s when ``save_to`` is given."""
     import time
-
-    from latency_models._base import measure_arch
 
     last_save = time.monotonic()
     for arch in archs:
@@ -307,8 +355,6 @@ def held_out_errors(
 ) -> list[dict[str, Any]]:
     """Predict, then measure, each of ``archs``: one row per architecture."""
     import time
-
-    from latency_models._base import measure_arch
 
     rows = []
     for arch in archs:

@@ -9,15 +9,16 @@ from typing import Any
 
 import torch
 
-from latency_models._base import LatencyResult, input_shape_for, register_profiler
-from latency_models.onnxruntime import pinned, quiet_measurement, resolve_cpu, time_calls
-from nas.arch import ArchConfig
+from latency_models._base import LatencyResult, register_profiler
+from latency_models._timing import ModuleProfiler, pinned, quiet_measurement, resolve_cpu, time_calls
+from latency_models.lock import computing, measuring
+from search_spaces.sparse import semi_structured_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @register_profiler("torch")
-class TorchProfiler:
+class TorchProfiler(ModuleProfiler):
     """``device=cuda`` times with CUDA events, one synchronised forward pass at a time (latency,
     not throughput); ``device=cpu`` with the wall clock.
 
@@ -88,21 +89,12 @@ class TorchProfiler:
             "warmup_seconds": self.warmup_seconds if self.device != "cpu" else 0,
         }
 
-    def measure(self, arch: ArchConfig, model: Any = None) -> LatencyResult:
-        from search_spaces.layers import build_model
-
-        sized = input_shape_for(arch, self.image_size)
-        model = build_model(sized) if model is None or sized is not arch else model
-        return self.measure_module(model, sized.input_shape)
-
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as it will run: on the device, in the dtype, sparse kernels, compiled."""
         import copy
 
         model = copy.deepcopy(model).eval().to(self.device, DTYPES[self.dtype])
         if self.semi_structured:
-            from search_spaces.sparse import semi_structured_weights
-
             model = semi_structured_weights(model)
         if self.compile:
             model = torch.compile(model)
@@ -110,7 +102,6 @@ class TorchProfiler:
 
     @torch.inference_mode()
     def measure_module(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
-        from latency_models.lock import computing, measuring
 
         with computing():  # copying to the device, sparse conversion: never beside a measurement
             run = self.prepare(model)

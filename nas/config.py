@@ -9,6 +9,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import UserError
+from nas.schema import check_config, check_group
 
 GROUPS = ("space", "dataset", "sampler", "profiler", "supernet", "executor")
 
@@ -55,7 +56,6 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
         elif getattr(e, "full_key", None) and not first.startswith(str(e.full_key)):
             first = f"{e.full_key}: {first}"
         raise UserError(first) from None
-    from nas.schema import check_config
 
     try:
         typed = check_config(container)
@@ -173,7 +173,6 @@ def instantiate(group: str, node: Any, **kwargs: Any) -> Any:
     schema (nas.schema.check_group: types of the target's parameters); errors name the key.
     Where a value has the wrong type and the object itself says what is wrong with it, its
     message is the more specific one and is reported."""
-    from nas.schema import check_group
 
     config = to_container(node) if not isinstance(node, dict) else node
     try:

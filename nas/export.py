@@ -10,16 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from optuna.trial import FrozenTrial
 
+from latency_models.onnx_io import to_onnx
+from latency_models.onnxruntime import OnnxRuntimeProfiler
+from latency_models.sql import sqlite_path
+from nas.config import check_writable
 from nas.errors import UserError
+from nas.study import (
+    STUDY_ATTR,
+    completed,
+    latency,
+    load_existing_study,
+    reading_storage,
+    top1,
+    trial_arch,
+)
 
 TOLERANCE = 1e-4
 
 
 def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> FrozenTrial:
-    from nas.study import completed, latency, top1
 
     done = completed(study)
     if not done:
@@ -68,7 +81,6 @@ def check_out_dir(out_dir: Path, overwrite: bool, protected: dict[str, Path]) ->
     the working directory or an ancestor of it, a folder holding one of the ``protected`` paths
     (study database, cache), a file or link, or a folder holding anything but a previous export
     (which only ``overwrite`` replaces)."""
-    from nas.config import check_writable
 
     shown = str(out_dir)
     if out_dir.is_symlink():
@@ -148,19 +160,6 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 
 def run_export(cfg, console) -> int:
-    import onnx
-
-    from latency_models.onnxruntime import OnnxRuntimeProfiler
-    from nas.onnx_io import to_onnx
-    from nas.study import (
-        STUDY_ATTR,
-        latency,
-        load_existing_study,
-        reading_storage,
-        sqlite_path,
-        top1,
-        trial_arch,
-    )
 
     with reading_storage(cfg.storage) as storage:
         study = load_existing_study(storage, cfg.study_name)

@@ -6,20 +6,43 @@ another study or another process never measures the same thing twice on the same
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import yaml
 from omegaconf import DictConfig
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from nas.config import instantiate, instantiate_space
+from latency_models import LatencyProfiler, profiler_key
+from latency_models._base import can_time_modules, contract_gaps, hardware_for, measure_arch
+from latency_models.cache import LatencyCache
+from latency_models.files import save_figure, write_csv
+from latency_models.hardware import fingerprint, fingerprint_id
+from latency_models.predictor import (
+    Predictor,
+    fill_table,
+    find_predictor,
+    fit_samples,
+    held_out_errors,
+    predictor_file,
+    space_blocks,
+    summarise,
+    unique_samples,
+)
+from latency_models.sql import sqlite_path
+from nas.config import check_writable, group_options, instantiate, instantiate_space
 from nas.errors import UserError
+from nas.study import check_storage_url, load_existing_study, reading_storage, trial_arch
+from search_spaces.arch import ArchError, arch_from_dict
+from search_spaces.base import SearchSpace
+
+HELD_OUT_SEED_OFFSET = 7919  # eval samples with another seed than fit, so its members are fresh
 
 
-def _space(cfg: DictConfig, config_dirs) -> Any:
-    from nas.config import group_options
-
+def _space(cfg: DictConfig, config_dirs: list[str]) -> SearchSpace:
     if "space" not in cfg:
         valid = ", ".join(group_options("space", config_dirs))
         raise UserError(f"space: none given; add +space=NAME (valid: {valid})")
@@ -27,24 +50,30 @@ def _space(cfg: DictConfig, config_dirs) -> Any:
     return instantiate_space(cfg.space, data, config_dirs)
 
 
-def _measuring_profiler(cfg: DictConfig) -> Any:
-    profiler = instantiate("profiler", cfg.profiler)
-    if not getattr(profiler, "measured", False):
-        raise UserError(
-            f"profiler: {profiler.name!r} does not measure time; use a measuring profiler "
-            "(onnxruntime, torch or a plugin with measured = True)"
-        )
-    if not hasattr(profiler, "measure_module"):
-        raise UserError(f"profiler: {profiler.name!r} has no measure_module(); the predictor times blocks")
+def build_profiler(node: DictConfig) -> LatencyProfiler:
+    """The profiler of conf node ``node``, checked against the LatencyProfiler contract (a
+    ``_target_`` of the user's may name any class)."""
+    profiler = instantiate("profiler", node)
+    missing = contract_gaps(profiler)
+    if missing:
+        what = f"{type(profiler).__module__}.{type(profiler).__qualname__}"
+        raise UserError(f"profiler: {what} is not a latency profiler (it has no {', '.join(missing)})")
     return profiler
 
 
-def _cache(storage: str, create: bool = True):
+def _measuring_profiler(cfg: DictConfig) -> LatencyProfiler:
+    profiler = build_profiler(cfg.profiler)
+    if not can_time_modules(profiler):
+        raise UserError(
+            f"profiler: {profiler.name!r} does not measure time (or cannot time single blocks); use a "
+            "measuring profiler: onnxruntime, torch or a plugin with measured = True and measure_module()"
+        )
+    return profiler
+
+
+def _cache(storage: str, create: bool = True) -> LatencyCache | None:
     """The latency table in ``storage``; None when ``create`` is false and there is no
     database yet (a reading command never creates one)."""
-    from latency_models.cache import LatencyCache
-    from nas.study import check_storage_url, sqlite_path
-
     check_storage_url(storage, writing=create)
     path = sqlite_path(storage)
     if not create and path is not None and not path.is_file():
@@ -60,41 +89,7 @@ def predictor_dir(cache_dir: str) -> Path:
     return Path(cache_dir) / "predictors"
 
 
-def default_predictor_path(cache_dir: str, space_name: str, profiler) -> Path:
-    """One file per space, profiler settings and hardware."""
-    from latency_models import profiler_key
-    from nas.hardware import fingerprint_id
-
-    settings = hashlib.sha1(profiler_key(profiler).encode()).hexdigest()[:8]
-    return predictor_dir(cache_dir) / f"{space_name}-{profiler.name}-{settings}-{fingerprint_id()}.json"
-
-
-def find_predictor(cache_dir: str, space_name: str) -> Path:
-    """The predictor fitted for ``space_name`` on this hardware, when there is exactly one."""
-    from nas.hardware import fingerprint_id
-
-    found = sorted(predictor_dir(cache_dir).glob(f"{space_name}-*-{fingerprint_id()}.json"))
-    if not found:
-        raise UserError(
-            f"profiler.path: no predictor for space {space_name!r} on this hardware in "
-            f"{predictor_dir(cache_dir)}; run: nas latency fit +space={space_name}"
-        )
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise UserError(f"profiler.path: several predictors for {space_name!r} ({names}); choose one")
-    return found[0]
-
-
-def _check_n_samples(cfg: DictConfig, least: int) -> int:
-    n = cfg.n_samples
-    if not isinstance(n, int) or isinstance(n, bool) or n < least:
-        raise UserError(f"n_samples: expected an integer >= {least}, got {n!r}")
-    return n
-
-
-def _progress(cfg: DictConfig, console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def _progress(cfg: DictConfig, console) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -105,19 +100,14 @@ def _progress(cfg: DictConfig, console):
     )
 
 
-def run_fit(cfg: DictConfig, config_dirs, console) -> int:
-    from latency_models import profiler_key
-    from latency_models.predictor import Predictor, fill_table, fit_samples, space_blocks, unique_samples
-    from nas.hardware import fingerprint, fingerprint_id
-
+def run_fit(cfg: DictConfig, config_dirs: list[str], console) -> int:
     space = _space(cfg, config_dirs)
     profiler = _measuring_profiler(cfg)
-    n = _check_n_samples(cfg, 2)
-    path = (
-        Path(cfg.predictor) if cfg.predictor else default_predictor_path(cfg.cache_dir, space.name, profiler)
-    )
-    from nas.config import check_writable
-
+    if cfg.n_samples < 2:
+        raise UserError(f"n_samples: expected a value >= 2 to fit a calibration, got {cfg.n_samples}")
+    n = cfg.n_samples
+    folder = predictor_dir(cfg.cache_dir)
+    path = Path(cfg.predictor) if cfg.predictor else predictor_file(folder, space.name, profiler)
     check_writable("predictor", path.parent)
     cache = _cache(cfg.storage)
     described = {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()}
@@ -145,7 +135,7 @@ def run_fit(cfg: DictConfig, config_dirs, console) -> int:
     cache.close()
     predictor.calibrate()
     predictor.save(path)
-    errors = [predictor.predict(arch_of(a)) / m - 1 for a, m in predictor.samples]
+    errors = [predictor.predict(arch_from_dict(a)) / m - 1 for a, m in predictor.samples]
     within = sum(abs(e) <= 0.1 for e in errors) / len(errors)
     console.print(
         f"Fitted on {len(predictor.samples)} measured architectures and {len(predictor.table)} blocks "
@@ -157,17 +147,13 @@ def run_fit(cfg: DictConfig, config_dirs, console) -> int:
     return 0
 
 
-def arch_of(data: dict[str, Any]):
-    from nas.arch import arch_from_dict
-
-    return arch_from_dict(data)
-
-
-def _load_predictor(cfg: DictConfig, space) -> tuple[Any, Path]:
-    from latency_models.predictor import Predictor
-    from nas.hardware import fingerprint_id
-
-    path = Path(cfg.predictor) if cfg.predictor else find_predictor(cfg.cache_dir, space.name)
+def _load_predictor(cfg: DictConfig, space: SearchSpace) -> tuple[Predictor, Path]:
+    try:
+        path = (
+            Path(cfg.predictor) if cfg.predictor else find_predictor(predictor_dir(cfg.cache_dir), space.name)
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if not path.is_file():
         raise UserError(f"predictor: {str(path)!r} does not exist; run nas latency fit first")
     try:
@@ -182,19 +168,17 @@ def _load_predictor(cfg: DictConfig, space) -> tuple[Any, Path]:
     return predictor, path
 
 
-def run_eval(cfg: DictConfig, config_dirs, console) -> int:
-    from latency_models.predictor import held_out_errors, summarise, unique_samples
-
+def run_eval(cfg: DictConfig, config_dirs: list[str], console) -> int:
     space = _space(cfg, config_dirs)
     predictor, path = _load_predictor(cfg, space)
-    n = _check_n_samples(cfg, 1)
+    n = cfg.n_samples
     try:
         profiler = predictor.measuring_profiler()
     except (KeyError, ValueError) as e:
         raise UserError(f"predictor: its profiler cannot be built here: {e}") from None
     cache = _cache(cfg.storage)
-    fitted = {arch_of(a).key() for a, _ in predictor.samples}
-    archs = unique_samples(space, n, seed=cfg.seed + 7919, exclude=fitted)  # held out
+    fitted = {arch_from_dict(a).key() for a, _ in predictor.samples}
+    archs = unique_samples(space, n, seed=cfg.seed + HELD_OUT_SEED_OFFSET, exclude=fitted)
     with _progress(cfg, console) as bar:
         task = bar.add_task("held-out architectures", total=len(archs))
         rows = held_out_errors(predictor, profiler, archs, cache, lambda: bar.advance(task))
@@ -203,8 +187,6 @@ def run_eval(cfg: DictConfig, config_dirs, console) -> int:
         predictor.save(path)  # the table learnt blocks it lacked
     stats = summarise(rows)
     csv_path, png_path = _write_eval(rows, path, stats["within_10pct"])
-    from rich.table import Table
-
     table = Table(title=f"Predictor {path.name} on {len(rows)} held-out architectures of {space.name}")
     for column in ("within ±10 %", "MAPE", "RMSE", "worst error", "one prediction", "one measurement"):
         table.add_column(column, justify="right")
@@ -222,21 +204,11 @@ def run_eval(cfg: DictConfig, config_dirs, console) -> int:
 
 
 def _write_eval(rows: list[dict[str, Any]], path: Path, within: float) -> tuple[Path, Path]:
-    import csv
-    import os
-
-    import matplotlib
-
+    """Per-architecture figures as CSV, and predicted vs measured as a plot, beside the predictor."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    csv_path = path.with_name(path.stem + "_eval.csv")
-    tmp = csv_path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
+    csv_path = write_csv(path.with_name(path.stem + "_eval.csv"), rows)
     measured = [r["measured_ms"] for r in rows]
     predicted = [r["predicted_ms"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -248,35 +220,22 @@ def _write_eval(rows: list[dict[str, Any]], path: Path, within: float) -> tuple[
     ax.set_title(f"{path.stem}: {within:.1%} within ±10 %", fontsize=9)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    png_path = path.with_name(path.stem + "_eval.png")
-    tmp_png = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp_png, dpi=110)
-    plt.close(fig)
-    os.replace(tmp_png, png_path)
-    return csv_path, png_path
+    return csv_path, save_figure(fig, path.with_name(path.stem + "_eval.png"))
 
 
-def run_profile(cfg: DictConfig, config_dirs, console) -> int:
+def run_profile(cfg: DictConfig, config_dirs: list[str], console) -> int:
     """Measure one architecture (arch=FILE.yaml, or trial=N of the study) and print statistics."""
-    from latency_models._base import measure_arch
-    from latency_models.cache import hardware_for
-    from nas.arch import ArchError, arch_from_dict
-
     if cfg.arch and cfg.trial is not None:
         raise UserError("arch: give either arch=FILE or trial=N, not both")
     if cfg.arch:
         source = Path(cfg.arch)
         if not source.is_file():
             raise UserError(f"arch: {str(source)!r} does not exist")
-        import yaml
-
         try:
             arch = arch_from_dict(yaml.safe_load(source.read_text()))
         except (ArchError, TypeError, AttributeError, yaml.YAMLError) as e:
             raise UserError(f"arch: {source} is not an architecture: {str(e).splitlines()[0]}") from None
     elif cfg.trial is not None:
-        from nas.study import load_existing_study, reading_storage, trial_arch
-
         with reading_storage(cfg.storage) as storage:
             study = load_existing_study(storage, cfg.study_name)
             numbers = {t.number: t for t in study.trials}
@@ -286,12 +245,8 @@ def run_profile(cfg: DictConfig, config_dirs, console) -> int:
         source = f"trial {cfg.trial} of {study.study_name}"
     else:
         raise UserError("arch: say what to profile: arch=FILE.yaml (from nas export) or trial=N")
-    if cfg.profiler.get("name") == "predictor" and not cfg.profiler.get("path"):
-        cfg.profiler.path = str(find_predictor(cfg.cache_dir, arch.space))
-    profiler = instantiate("profiler", cfg.profiler)
+    profiler = build_profiler(cfg.profiler)
     cache = _cache(cfg.storage, create=False)  # measurements go to an existing latency table
-    if hasattr(profiler, "cache"):
-        profiler.cache = cache
     start = time.perf_counter()
     try:
         result, hit = measure_arch(profiler, arch, None, cache)
@@ -302,8 +257,6 @@ def run_profile(cfg: DictConfig, config_dirs, console) -> int:
             cache.close()
     seconds = time.perf_counter() - start
     hardware_id, hardware = hardware_for(profiler)
-    from rich.table import Table
-
     table = Table(title=f"{profiler.name} latency of {arch.summary()} ({source})", show_header=False)
     table.add_column("statistic")
     table.add_column("value", justify="right")

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import inspect
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.arch import ArchConfig, HybridArchConfig, arch_from_dict
+from latency_models.files import save_figure, write_csv
+from latency_models.lock import computing
+from latency_models.sql import normalise_url, sqlite_path, tune_sqlite
 from nas.errors import UserError
+from search_spaces.arch import Arch, arch_from_dict
 
 # Objectives a study can optimise: name -> direction (values are read by objective_value).
 OBJECTIVES = {
@@ -45,12 +50,12 @@ def latency(trial: FrozenTrial) -> float:
 
 
 STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
+CREATE_ATTEMPTS = 5  # opening a new database while another process creates its tables
 
 
 def check_storage_url(url: str, writing: bool = False) -> None:
     """Reject a malformed URL, an unknown database kind or a missing SQLite folder (and, when
     ``writing``, an SQLite database that could not be written) before anything is written."""
-    import os
 
     from sqlalchemy.dialects import registry
     from sqlalchemy.engine import make_url
@@ -76,47 +81,6 @@ def check_storage_url(url: str, writing: bool = False) -> None:
             raise UserError(f"storage: cannot write {str(path)!r}")
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of an SQLite URL (None for in-memory databases and other kinds)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).expanduser().absolute()
-
-
-def normalise_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3 (installed with nas) unless psycopg2 is there."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return url
-
-
-def tune_sqlite(engine: Any) -> None:
-    """SQLite only: write-ahead log, synced at checkpoints. Workers then read while one writes,
-    and a trial's attribute writes cost about 3x less; a killed process loses nothing that was
-    committed (a power cut can lose the last transactions). Not for databases on NFS."""
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
-        return
-    import sqlalchemy as sa
-
-    def on_connect(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    engine.dispose()  # connections opened before this would keep the defaults
-    sa.event.listen(engine, "connect", on_connect)
-
-
 class LockedRDBStorage(optuna.storages.RDBStorage):
     """An RDBStorage whose every call holds the machine-wide lock shared (``computing``): a search
     worker's Optuna bookkeeping (ask, tell, attributes, heartbeats, its polling) never runs
@@ -126,8 +90,6 @@ class LockedRDBStorage(optuna.storages.RDBStorage):
 def _hold_computing(method):
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        from latency_models.lock import computing
-
         with computing():
             return method(self, *args, **kwargs)
 
@@ -186,23 +148,30 @@ def open_storage(
     readers leave the file as it is)."""
     check_storage_url(url)
     url = normalise_url(url)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-            storage = (LockedRDBStorage if locked else optuna.storages.RDBStorage)(
-                url,
-                heartbeat_interval=max(1, round(heartbeat_s)),
-                grace_period=max(2, round(3 * heartbeat_s)),
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
+    kind = LockedRDBStorage if locked else optuna.storages.RDBStorage
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = kind(
+                    url,
+                    heartbeat_interval=max(1, round(heartbeat_s)),
+                    grace_period=max(2, round(3 * heartbeat_s)),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
             if tune:
                 tune_sqlite(storage.engine)
             return storage
-    except Exception as e:  # driver missing, server down, bad credentials
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"storage: cannot open {url!r}: {first}") from None
+        except (sa.exc.IntegrityError, sa.exc.OperationalError):
+            # Another process creates the same tables right now (several workers or machines
+            # starting on a new database): its tables are there a moment later.
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise UserError(f"storage: cannot create the study tables in {url!r}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as e:  # driver missing, server down, bad credentials, not a database
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"storage: cannot open {url!r}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -262,7 +231,7 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def trial_arch(trial: FrozenTrial) -> ArchConfig | HybridArchConfig:
+def trial_arch(trial: FrozenTrial) -> Arch:
     return arch_from_dict(trial.user_attrs["arch"])
 
 
@@ -317,14 +286,8 @@ def write_pareto_files(
     matplotlib.use("Agg")
     from optuna.visualization.matplotlib import plot_pareto_front
 
-    csv_path = folder / f"{study.study_name}_pareto.csv"
+    csv_path = write_csv(folder / f"{study.study_name}_pareto.csv", rows)
     png_path = folder / f"{study.study_name}_pareto.png"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
     unit = rows[0]["unit"] if rows else "ms"
     names = {"accuracy": "validation top-1 (%)", "latency": f"latency ({unit})", "flops": "FLOPs"}
     objectives = study.user_attrs.get(STUDY_ATTR, {}).get("objectives", ["accuracy", "latency"])
@@ -333,13 +296,8 @@ def write_pareto_files(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         ax = plot_pareto_front(study, target_names=[names.get(o, o.replace("_", " ")) for o in objectives])
-        ax.set_title(f"Pareto front of {study.study_name}")
-        ax.figure.set_size_inches(8, 5.5)
-        ax.figure.tight_layout()
-        tmp_png = png_path.with_suffix(".tmp.png")
-        ax.figure.savefig(tmp_png, dpi=110)
-    os.replace(tmp_png, png_path)
-    import matplotlib.pyplot as plt
-
-    plt.close(ax.figure)
+    ax.set_title(f"Pareto front of {study.study_name}")
+    ax.figure.set_size_inches(8, 5.5)
+    ax.figure.tight_layout()
+    save_figure(ax.figure, png_path)
     return csv_path, png_path

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -25,9 +24,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nas.arch import ArchConfig
+from latency_models.files import atomic_path
 from nas.data import ImageData
+from search_spaces.arch import ArchConfig
 from search_spaces.base import SearchSpace
+from search_spaces.layers import SparsePair
 from search_spaces.supernet import Supernet
 
 
@@ -81,9 +82,8 @@ def supernet_key(space_config: dict[str, Any], data: ImageData, split: dict, rec
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @dataclass
@@ -103,8 +103,6 @@ def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size
         nonlocal zeros, total
         zeros += int((output == 0).sum())
         total += output.numel()
-
-    from search_spaces.layers import SparsePair
 
     hooks = [m.act.register_forward_hook(count) for m in model.modules() if isinstance(m, SparsePair)]
     try:

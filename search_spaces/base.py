@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from nas.arch import PATTERNS, ArchConfig, pattern_group, pattern_level
+from search_spaces.arch import PATTERNS, ArchConfig, pattern_group, pattern_level
 
 Choice = Any
 

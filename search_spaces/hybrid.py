@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nas.arch import (
+from search_spaces.arch import (
     ACTIVATIONS,
     ATTENTIONS,
     ConvBlockConfig,
@@ -31,6 +31,7 @@ from search_spaces.base import (
     choose,
     choose_int,
 )
+from search_spaces.supernet import HybridSupernet
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,6 @@ class HybridSpace(SearchSpace):
         )
 
     def make_supernet(self):
-        from search_spaces.supernet import HybridSupernet
 
         return HybridSupernet.from_space(self)
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import (
+from search_spaces.arch import (
+    Arch,
     ArchConfig,
     ConvBlockConfig,
     HybridArchConfig,
@@ -307,12 +308,12 @@ class HybridNet(nn.Module):
         return self.classify(x)
 
 
-def static_model(arch: ArchConfig | HybridArchConfig) -> nn.Module:
+def static_model(arch: Arch) -> nn.Module:
     """The static network class of either family (uninitialised weights)."""
     return HybridNet(arch) if isinstance(arch, HybridArchConfig) else VisionTransformer(arch)
 
 
-def build_model(arch: ArchConfig | HybridArchConfig) -> nn.Module:
+def build_model(arch: Arch) -> nn.Module:
     """A freshly initialised standalone network for ``arch`` (latency does not need weights)."""
     model = static_model(arch)
     init_weights(model)

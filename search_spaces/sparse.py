@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from nas.arch import BLOCK_SIZE, kept, pattern_n_m
+from search_spaces.arch import BLOCK_SIZE, kept, pattern_n_m
+from search_spaces.layers import Mlp
 
 SR_STE_DECAY = 2e-4
 
@@ -114,8 +115,6 @@ def semi_structured_weights(model: torch.nn.Module) -> torch.nn.Module:
     """Replace the weights of every 2:4 Mlp of a CUDA half-precision model by torch's
     semi-structured sparse tensors (masking them 2:4 first: a no-op for extracted weights)."""
     from torch.sparse import to_sparse_semi_structured
-
-    from search_spaces.layers import Mlp
 
     for mlp in model.modules():
         if isinstance(mlp, Mlp) and mlp.pattern == "2:4":

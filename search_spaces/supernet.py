@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from nas.arch import ArchConfig, ConvBlockConfig, HybridArchConfig, LayerConfig, hidden_width
+from search_spaces.arch import Arch, ArchConfig, ConvBlockConfig, LayerConfig, hidden_width
 from search_spaces.layers import Attention, SparsePair, init_weights, static_model
 from search_spaces.sparse import sparsify_pair, to_semi_structured
 
@@ -32,7 +32,7 @@ def _max_layer(largest_hidden: int, dim: int, max_heads: int, attentions: tuple[
 class Supernet(nn.Module):
     """Shared weights of ``max_arch``'s static network; members are slices of it."""
 
-    def __init__(self, max_arch: ArchConfig | HybridArchConfig) -> None:
+    def __init__(self, max_arch: Arch) -> None:
         super().__init__()
         self.max_arch = max_arch
         self.body = static_model(max_arch)

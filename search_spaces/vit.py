@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from nas.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
+from search_spaces.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
 from search_spaces.base import (
     SearchSpace,
     SpaceError,
@@ -21,6 +21,8 @@ from search_spaces.base import (
     choose,
     choose_int,
 )
+from search_spaces.layers import static_model
+from search_spaces.supernet import VitSupernet
 
 __all__ = ["SpaceError", "VitSpace"]
 
@@ -93,7 +95,6 @@ class VitSpace(SearchSpace):
         )
 
     def make_supernet(self):
-        from search_spaces.supernet import VitSupernet
 
         return VitSupernet.from_space(self)
 
@@ -103,15 +104,12 @@ class VitSpace(SearchSpace):
         that bring its parameter count closest to the wide one's."""
         import torch
 
-        from latency_models.flops import count_params
-        from search_spaces.layers import static_model
-
         wide = self.largest()
         wide = dataclasses.replace(wide, layers=wide.layers[: self.min_depth])
 
         def params(arch: ArchConfig) -> int:
             with torch.device("meta"):
-                return count_params(static_model(arch))
+                return sum(p.numel() for p in static_model(arch).parameters())
 
         deep_members = [
             dataclasses.replace(

@@ -98,8 +98,8 @@ def assert_extracts_and_exports(supernet, arch, images) -> None:
     import numpy as np
     import torch
 
+    from latency_models.onnx_io import to_onnx
     from latency_models.onnxruntime import OnnxRuntimeProfiler
-    from nas.onnx_io import to_onnx
 
     model = supernet.extract(arch)
     with torch.no_grad():

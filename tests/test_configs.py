@@ -14,8 +14,8 @@ def test_default_config_composes():
 
 @pytest.fixture
 def predictor_file(tmp_path):
+    from latency_models.hardware import fingerprint, fingerprint_id
     from latency_models.predictor import Predictor
-    from nas.hardware import fingerprint, fingerprint_id
 
     settings = {"name": "onnxruntime", "unit": "ms", "settings": {}}
     return Predictor(settings, fingerprint(), fingerprint_id(), weights=[0.0] * 5).save(tmp_path / "p.json")

@@ -20,7 +20,7 @@ FAST = ["+space=tiny", "supernet.epochs=1", "profiler.runs=10", "profiler.warmup
 
 def _measure_in_process(url: str, log: str, arch_json: str) -> None:
     from latency_models import create_profiler
-    from nas.arch import arch_from_dict
+    from search_spaces.arch import arch_from_dict
 
     arch = arch_from_dict(json.loads(arch_json))
     profiler = create_profiler("onnxruntime", runs=5, warmup=1)
@@ -94,7 +94,7 @@ def test_dead_owner_claim_is_taken_over_and_failures_release_it(tmp_path, tiny_s
 
     from latency_models._base import profiler_key
     from latency_models.cache import _sha1
-    from nas.hardware import fingerprint_id
+    from latency_models.hardware import fingerprint_id
 
     dead = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
     dead.start()

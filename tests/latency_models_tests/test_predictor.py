@@ -103,7 +103,7 @@ def test_fit_eval_and_a_predictor_search(tmp_path):
     rows = _read_csv(path.with_name(path.stem + "_eval.csv"))
     assert len(rows) == 10
     fitted = {json.dumps(a, sort_keys=True) for a, _ in predictor.samples}
-    from nas.arch import arch_from_dict
+    from search_spaces.arch import arch_from_dict
 
     fitted_keys = {arch_from_dict(json.loads(a)).key() for a in fitted}
     assert not {r["arch_key"] for r in rows} & fitted_keys  # held out
@@ -148,8 +148,8 @@ def test_fit_eval_and_a_predictor_search(tmp_path):
 def test_predictor_profiler_fills_missing_blocks_and_recalibrates(tmp_path, tiny_space):
     measuring = create_profiler("onnxruntime", runs=10, warmup=2)
     described = {"name": measuring.name, "unit": measuring.unit, "settings": measuring.settings()}
+    from latency_models.hardware import fingerprint, fingerprint_id
     from latency_models.predictor import fit_samples
-    from nas.hardware import fingerprint, fingerprint_id
 
     predictor = Predictor(described, fingerprint(), fingerprint_id(), space="tiny")
     rng = random.Random(3)

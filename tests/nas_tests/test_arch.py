@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nas.arch import ArchConfig, ArchError, LayerConfig
+from search_spaces.arch import ArchConfig, ArchError, LayerConfig
 
 
 def make(**overrides) -> ArchConfig:

@@ -273,6 +273,10 @@ CASES = [
     (["search", "+space=tiny", "profiler=stopwatch"], ["unknown profiler 'stopwatch'", "flops, onnxruntime"]),
     (["search", "+space=tiny", "profiler.name=stopwatch"], ["profiler", "stopwatch", "valid: flops"]),
     (["search", "+space=tiny", "profiler=plugin"], ["profiler.name", "no value given"]),
+    (
+        ["search", "+space=tiny", "profiler._target_=collections.OrderedDict"],
+        ["profiler", "not a latency profiler"],
+    ),
     (["search", "+space=tiny", "profiler.threads=0"], ["profiler", "threads"]),
     (["search", "+space=tiny", "profiler.threads=many"], ["profiler.threads", "integer"]),
     (["search", "+space=tiny", "profiler.runs=0"], ["profiler", "runs"]),

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 import torch
 
+from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
-from nas.onnx_io import to_onnx
 from search_spaces.supernet import VitSupernet
 
 

@@ -114,7 +114,7 @@ def test_user_space_from_config_dir_and_repeated_architectures_are_not_re_evalua
 
 BROKEN_PROFILER = """\
 class Broken:
-    name, unit = "broken", "ms"
+    name, unit, measured = "broken", "ms", False
 
     def settings(self):
         return {}

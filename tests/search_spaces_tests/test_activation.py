@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
-from nas.onnx_io import to_onnx
 from nas.train import activation_sparsity
 from search_spaces.layers import TopKReLU
 from search_spaces.supernet import VitSupernet

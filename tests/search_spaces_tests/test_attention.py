@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from nas.arch import ATTENTIONS
+from search_spaces.arch import ATTENTIONS
 from search_spaces.layers import Attention, Pooling, local_mask
 from search_spaces.supernet import VitSupernet
 from search_spaces.vit import VitSpace

@@ -8,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from nas.arch import ArchError, ConvBlockConfig, HybridArchConfig, LayerConfig, arch_from_dict
+from search_spaces.arch import ArchError, ConvBlockConfig, HybridArchConfig, LayerConfig, arch_from_dict
 from search_spaces.hybrid import HybridSpace
 from search_spaces.layers import ConvMlp, Downsample, HybridNet
 from search_spaces.supernet import HybridSupernet

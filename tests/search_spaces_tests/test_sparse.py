@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
-from nas.arch import PATTERNS, ArchError, LayerConfig
-from nas.onnx_io import to_onnx
+from search_spaces.arch import PATTERNS, ArchError, LayerConfig
 from search_spaces.sparse import apply_mask, mask_for, sparsify_pair
 from search_spaces.supernet import VitSupernet
 from search_spaces.vit import SpaceError, VitSpace

@@ -1,12 +1,14 @@
 """Executors: which processes run a search's trials (conf group ``executor``).
 
-Every worker, whatever starts it, runs ``nas.search.work``: it loads the study from ``storage``
-and the trained supernet from ``cache_dir`` once, then pulls trials until the study holds
-``n_trials`` COMPLETE ones. The study in SQL is the only thing workers share, so a worker that
-dies loses nothing but its running trial, which the heartbeat fails and retries.
+Every worker, whatever starts it, runs ``nas.search.worker.work``: it opens the study in
+``storage`` and has the trained supernet (handed over in this process, or loaded from
+``cache_dir``), then pulls trials until the study holds ``n_trials`` COMPLETE ones. The study in
+SQL is the only thing workers share, so a worker that dies loses nothing but its running trial,
+which the heartbeat fails and retries.
 
-- ``local``: ``n_workers`` processes on this machine (1: the search runs in the driver itself),
-  each with its share of the cores as torch threads.
+- ``inprocess``: one worker in the driver's own process (no process start, no supernet load).
+- ``local``: ``n_workers`` processes on this machine, each with its share of the cores as torch
+  threads (one worker: the in-process executor).
 - ``ray``: ``n_workers`` Ray tasks, on a cluster at ``address`` or on a local one started here
   (its temporary files under ``<cache_dir>/ray``); each asks Ray for ``cpus_per_worker`` and
   ``gpus_per_worker`` (torch threads = cpus_per_worker).
@@ -18,55 +20,40 @@ computes while another times a model (workers on other machines have their own l
 
 from __future__ import annotations
 
+import hashlib
+import math
 import multiprocessing
 import os
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-DONE, STOPPED = 0, 3  # worker exit statuses: n_trials reached; too many failures in a row
+import torch
 
+from nas.search.process import WorkerJob, local_worker, worker_main
+from nas.search.setup import Setup, worker_config
+from nas.search.worker import DONE, STOPPED, work
 
-@dataclass(frozen=True)
-class WorkerJob:
-    """What a worker process needs to rebuild the search: the resolved config and its dirs."""
-
-    config: dict[str, Any]
-    config_dirs: list[str] = field(default_factory=list)
-
-
-def worker_main(job: WorkerJob, index: int, threads: int = 0) -> int:
-    """Entry point of a worker process (local or Ray): DONE or STOPPED. ``threads`` > 0 caps
-    torch's CPU threads, so that K workers on one machine share its cores instead of fighting."""
-    from omegaconf import OmegaConf
-
-    from nas.search import prepare, work
-
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-
-    setup = prepare(OmegaConf.create(job.config), job.config_dirs)
-    return work(setup, worker=index)
+Poll = Callable[[], None]  # called often by the driver's side: progress from the study
+Say = Callable[[str], None]  # a line for the user (a worker restarted, ...)
 
 
-def _local_worker(job: WorkerJob, index: int, threads: int) -> None:
-    _die_with_parent()
-    os._exit(worker_main(job, index, threads))
+class Executor(Protocol):
+    """Runs the workers of a search and returns their exit statuses (DONE or STOPPED each, or a
+    process's exit code) once they have ended; calls ``poll`` while they run."""
+
+    name: str
+    n_workers: int
+
+    def run(self, setup: Setup, supernet: Any, poll: Poll, say: Say, run_dir: Path) -> list[int]: ...
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when the driver dies, so a killed search leaves no workers."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def job_of(setup: Setup) -> WorkerJob:
+    """What a worker process needs to rebuild ``setup``."""
+    return WorkerJob(worker_config(setup.cfg), setup.config_dirs)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -75,8 +62,28 @@ def _positive_int(name: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
+class InProcessExecutor:
+    """One worker in this process, with the supernet the driver already holds."""
+
+    threads: int | None = None  # torch CPU threads; None: torch's default
+
+    name = "inprocess"
+    n_workers = 1
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+
+    def run(self, setup: Setup, supernet: Any, poll: Poll, say: Say, run_dir: Path) -> list[int]:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return [work(setup, worker=0, supernet=supernet, after_trial=poll)]
+
+
+@dataclass(frozen=True)
 class LocalExecutor:
-    """``n_workers`` processes on this machine; a worker that is killed is started again."""
+    """``n_workers`` processes on this machine; a worker that is killed is started again (one
+    worker runs in this process: ``InProcessExecutor``)."""
 
     n_workers: int = 1
     max_restarts: int = 10
@@ -92,13 +99,16 @@ class LocalExecutor:
         if self.threads_per_worker is not None:
             _positive_int("threads_per_worker", self.threads_per_worker)
 
-    def run(self, job: WorkerJob, poll: Callable[[], None], say: Callable[[str], None], run_dir: Path):
+    def run(self, setup: Setup, supernet: Any, poll: Poll, say: Say, run_dir: Path) -> list[int]:
+        if self.n_workers == 1:
+            return InProcessExecutor(self.threads_per_worker).run(setup, supernet, poll, say, run_dir)
+        job = job_of(setup)
         context = multiprocessing.get_context("spawn")
         threads = self.threads_per_worker or max(1, len(os.sched_getaffinity(0)) // self.n_workers)
 
         def start(index: int):
-            args = (job, index, threads)
-            process = context.Process(target=_local_worker, args=args, name=f"nas-worker-{index}")
+            args = (job, index, threads, os.getpid())
+            process = context.Process(target=local_worker, args=args, name=f"nas-worker-{index}")
             process.start()
             return process
 
@@ -150,9 +160,8 @@ class RayExecutor:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"executor.{key}: expected a number >= 0, got {value!r}")
 
-    def run(self, job: WorkerJob, poll: Callable[[], None], say: Callable[[str], None], run_dir: Path):
-        import math
-
+    def run(self, setup: Setup, supernet: Any, poll: Poll, say: Say, run_dir: Path) -> list[int]:
+        job = job_of(setup)
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if self.address is None:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster: no token files
@@ -184,9 +193,6 @@ class RayExecutor:
 def _short_path(folder: Path) -> str:
     """``folder``, or a short link to it in the system's temp dir: Ray puts sockets ~70
     characters below its temp dir, and a Unix socket path may not exceed 107 bytes."""
-    import hashlib
-    import tempfile
-
     folder.mkdir(parents=True, exist_ok=True)
     if len(str(folder)) <= 36:
         return str(folder)

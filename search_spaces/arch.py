@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 # Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
 ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "sqa", "softmax")
@@ -92,14 +92,30 @@ def _check_divisible(pattern: str, widths: dict[str, int]) -> None:
         raise ArchError(f"pattern {pattern} needs {named} divisible by {group}")
 
 
-class _Serialised:
-    """JSON/YAML round trip and a stable ``key()`` for the frozen architecture dataclasses."""
+FAMILIES: dict[str, type[Arch]] = {}  # family tag -> class, filled by Arch subclasses
+
+
+class Arch:
+    """Base of the architecture families: a frozen, validated dataclass with a JSON/YAML round
+    trip that carries its ``family`` tag, and a stable ``key()``. ``arch_from_dict`` reads any
+    family; a family registers by subclassing with ``family="name"``."""
+
+    family: ClassVar[str]
+
+    def __init_subclass__(cls, family: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.family = family
+        FAMILIES[family] = cls
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"family": self.family} | dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        family = data.pop("family", cls.family)
+        if family != cls.family:
+            raise ArchError(f"a {family!r} architecture is not a {cls.__name__} ({cls.family!r})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -125,8 +141,11 @@ class _Serialised:
         return cls.from_dict(yaml.safe_load(text))
 
     def key(self) -> str:
-        """Stable identity: sha1 of the canonical JSON (ratios and levels are always floats)."""
-        return hashlib.sha1(self.to_json().encode()).hexdigest()
+        """Stable identity: sha1 of the canonical JSON of the fields (ratios and levels are
+        always floats). The family tag is left out: the fields tell the families apart, and keys
+        stay those of studies and latency tables written before the tag existed."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(canonical.encode()).hexdigest()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -163,7 +182,7 @@ class LayerConfig:
 
 
 @dataclass(frozen=True)
-class ArchConfig(_Serialised):
+class ArchConfig(Arch, family="vit"):
     """A vision transformer: patch embedding, ``len(layers)`` blocks, mean-pool, linear head."""
 
     image_size: int  # input is (in_channels, image_size, image_size)
@@ -272,7 +291,7 @@ def stage_resolutions(image_size: int, num_stages: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class HybridArchConfig(_Serialised):
+class HybridArchConfig(Arch, family="hybrid"):
     """A hybrid conv -> attention network (ViT-ResNAS, AsCAN, EfficientFormer).
 
     A stride-2 conv stem, then ``stages``; every stage after the first halves the resolution
@@ -326,6 +345,12 @@ class HybridArchConfig(_Serialised):
         return f"{' | '.join(parts)} {self.activation}"
 
 
-def arch_from_dict(data: dict[str, Any]) -> ArchConfig | HybridArchConfig:
-    """Either family from its ``to_dict()`` (hybrids are the ones with stages)."""
-    return (HybridArchConfig if "stages" in data else ArchConfig).from_dict(data)
+def arch_from_dict(data: dict[str, Any]) -> Arch:
+    """An architecture of any family from its ``to_dict()``. Records written before the family
+    tag existed are read by their fields (hybrids are the ones with stages)."""
+    if not isinstance(data, dict):
+        raise ArchError(f"an architecture is a mapping of its fields, got {type(data).__name__}")
+    family = data.get("family", "hybrid" if "stages" in data else "vit")
+    if family not in FAMILIES:
+        raise ArchError(f"unknown architecture family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[family].from_dict(data)

@@ -1,0 +1,245 @@
+"""``nas search``: open the study, train (or reuse) the supernet, run the workers through the
+executor, show progress from the study, and report: the Pareto front as a table, CSV and plot.
+Rerunning the same command tops the study up to ``n_trials`` COMPLETE trials, reusing the cached
+supernet, and never repeats finished work.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from latency_models import LatencyProfiler
+from latency_models._base import checks_itself, measure_arch
+from latency_models.cache import LatencyCache
+from latency_models.lock import computing
+from nas.config import instantiate
+from nas.errors import UserError
+from nas.search.setup import Setup
+from nas.search.worker import STOPPED, fail_stale_trials
+from nas.study import (
+    OBJECTIVES,
+    STUDY_ATTR,
+    completed,
+    open_storage,
+    pareto_rows,
+    print_pareto,
+    results_dir,
+    trial_arch,
+    write_pareto_files,
+)
+from nas.train import train_supernet
+
+
+def run_search(setup: Setup, console: Console) -> int:
+    """Run the search of ``setup``: 0 when the study holds ``n_trials`` COMPLETE trials."""
+    storage = open_storage(setup.cfg.storage, setup.cfg.heartbeat_s)
+    try:
+        return _search(setup, console, storage)
+    finally:
+        storage.engine.dispose()  # no connection (nor SQLite side file) outlives the command
+
+
+def check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
+    """Refuse to add trials to a study whose figures were made under other settings."""
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if stored is None:
+        return
+    differing = [k for k in identity if k != "hardware_info" and stored.get(k) != identity[k]]
+    if differing:
+        raise UserError(
+            f"study_name: study {study.study_name!r} was run with a different "
+            f"{', '.join(differing)}; its figures would not be comparable. "
+            f"Choose another study_name or restore the original settings"
+        )
+
+
+def _open_study(setup: Setup, storage: optuna.storages.RDBStorage) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=setup.study_name,
+        storage=storage,
+        directions=[OBJECTIVES[o] for o in setup.objectives],
+        load_if_exists=True,
+    )
+    check_identity(study, setup.identity)
+    if study.metric_names is None:  # optuna-dashboard and the optuna CLI label the objectives
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(setup.objectives)
+    return study
+
+
+def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage) -> int:
+    cfg = setup.cfg
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = _open_study(setup, storage)
+    stale = fail_stale_trials(study)
+    if stale:
+        console.print(
+            f"Trial(s) {', '.join(map(str, stale))} left running by a killed run: failed, retried once."
+        )
+    done = completed(study)
+    folder = results_dir(cfg.storage)
+    if len(done) >= cfg.n_trials:
+        console.print(
+            f"Study [bold]{study.study_name}[/] is complete: {len(done)} completed trials "
+            f"(n_trials={cfg.n_trials}); nothing to do."
+        )
+        write_pareto_files(study, print_pareto(study, console), folder)
+        return 0
+
+    console.print(
+        f"Study [bold]{study.study_name}[/] in {cfg.storage}: {len(done)}/{cfg.n_trials} completed; "
+        f"space {setup.space.name} ({setup.space.size():,} members), dataset {setup.data.name} "
+        f"({len(setup.train_idx)} train / {len(setup.val_idx)} val), profiler {setup.profiler.name}"
+    )
+    started = time.perf_counter()
+    trained = train_supernet(
+        setup.space,
+        setup.space_config,
+        setup.data,
+        setup.train_idx,
+        setup.val_idx,
+        setup.split,
+        setup.recipe,
+        cfg.cache_dir,
+        device=cfg.device,
+        checkpoint_every_s=cfg.checkpoint_every_s,
+        progress=cfg.progress,
+    )
+    meta = trained.meta
+    console.print(
+        f"Supernet {'reused from' if trained.reused else 'trained:'} {trained.path} "
+        f"({meta['train_seconds']:.0f} s training on {meta['device']}; val top-1 largest "
+        f"{meta['largest_top1']:.2f} %, smallest {meta['smallest_top1']:.2f} %)"
+    )
+    study.set_user_attr(
+        STUDY_ATTR, setup.identity | {"supernet_path": str(trained.path.resolve()), "supernet": meta}
+    )
+    supernet = trained.net.cpu()  # candidates are scored where their latency is measured
+    executor = instantiate("executor", cfg.executor)
+    if executor.n_workers > 1:
+        console.print(f"{executor.n_workers} workers ({executor.name}) share the study.")
+    with _Progress(study, setup, console) as progress:
+        statuses = executor.run(setup, supernet, progress.poll, console.print, Path(cfg.cache_dir).resolve())
+
+    if len(completed(study)) < cfg.n_trials:
+        errors = Console(stderr=True)
+        if STOPPED in statuses:
+            errors.print(
+                f"[red]Stopped: {cfg.max_consecutive_failures} trials in a row failed[/] "
+                "(reasons above and in each trial's user attribute fail_reason)."
+            )
+        else:
+            errors.print(f"[red]The workers ended early[/] (exit statuses {statuses}); rerun to continue.")
+        return 1
+    finished = completed(study)
+    sources = Counter(t.user_attrs.get("latency_source") for t in finished)
+    console.print(
+        f"{len(finished)} completed trials in {time.perf_counter() - started:.0f} s "
+        f"(latency: {sources['measured']} measured, {sources['table']} from the latency table, "
+        f"{sources['computed']} computed)."
+    )
+    rows = print_pareto(study, console)
+    if checks_itself(setup.profiler):
+        cache = LatencyCache(cfg.storage)
+        try:
+            check_front(study, setup.profiler, cache, console)
+        finally:
+            cache.close()
+    csv_path, png_path = write_pareto_files(study, rows, folder)
+    written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
+    console.print(f"Pareto front written to {written}")
+    return 0
+
+
+class _Progress:
+    """A progress bar fed from the study itself, whichever process ran the trials; prints each
+    failed trial's reason once."""
+
+    def __init__(self, study: optuna.Study, setup: Setup, console: Console) -> None:
+        self.study, self.unit = study, setup.profiler.unit
+        self.total, self.console = setup.cfg.n_trials, console
+        self.reported = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        self.bar = Progress(
+            TextColumn("trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not setup.cfg.progress,
+        )
+
+    def __enter__(self) -> _Progress:
+        self.bar.__enter__()
+        self.task = self.bar.add_task(
+            "search", total=self.total, completed=len(completed(self.study)), last=""
+        )
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def poll(self) -> None:
+        """Never while a latency is measured: reading the study costs CPU."""
+        with computing():
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        for t in trials:
+            if t.state == TrialState.FAIL and t.number not in self.reported:
+                self.reported.add(t.number)
+                self.console.print(f"[red]trial {t.number} failed:[/] {t.user_attrs.get('fail_reason', '?')}")
+        finished = [t for t in trials if t.state == TrialState.COMPLETE]
+        last = max(finished, key=lambda t: t.number, default=None)
+        summary = ""
+        if last is not None and "top1" in last.user_attrs:
+            summary = (
+                f"#{last.number} top-1 {last.user_attrs['top1']:.1f} % "
+                f"{last.user_attrs['latency']['median']:.3g} {self.unit}"
+            )
+        self.bar.update(self.task, completed=len(finished), last=summary)
+
+
+def check_front(
+    study: optuna.Study, profiler: LatencyProfiler, cache: LatencyCache, console: Console
+) -> None:
+    """Measure the Pareto front of a search on a self-checking profiler (the predictor) with its
+    reference and compare with the predictions (stored as the study attribute ``front_check``)."""
+    numbers = {t.number: t for t in study.trials}
+    table = Table(title="Pareto front: predicted vs measured latency")
+    for column in ("trials", "predicted ms", "measured ms", "error"):
+        table.add_column(column, justify="right")
+    checks: dict[str, dict] = {}  # one per architecture (a sampler may suggest one again)
+    for row in pareto_rows(study):
+        if row["arch_key"] in checks:
+            checks[row["arch_key"]]["trials"].append(row["trial"])
+            continue
+        arch = trial_arch(numbers[row["trial"]])
+        measured, _ = measure_arch(profiler.reference, arch, None, cache)
+        predicted = numbers[row["trial"]].user_attrs["latency"]["median"]
+        checks[row["arch_key"]] = {
+            "trials": [row["trial"]],
+            "predicted": predicted,
+            "measured": measured.median,
+            "error": predicted / measured.median - 1,
+        }
+    for c in checks.values():
+        trials = ", ".join(map(str, c["trials"]))
+        table.add_row(trials, f"{c['predicted']:.4f}", f"{c['measured']:.4f}", f"{c['error']:+.1%}")
+    console.print(table)
+    if checks:
+        worst = max(abs(c["error"]) for c in checks.values())
+        within = sum(abs(c["error"]) <= 0.1 for c in checks.values())
+        console.print(
+            f"Front: {within} of {len(checks)} architectures within ±10 % of measured; worst {worst:.1%}."
+        )
+        study.set_user_attr("front_check", list(checks.values()))

@@ -1,0 +1,112 @@
+"""Everything a search needs, checked and built before anything is written (``prepare``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from sqlalchemy.engine import make_url
+
+from latency_models import LatencyProfiler
+from latency_models._base import hardware_for
+from latency_models.hardware import fingerprint
+from latency_models.sql import sqlite_path
+from nas.config import check_writable, group_options, instantiate, instantiate_space, to_container
+from nas.data import ImageData
+from nas.errors import UserError
+from nas.latency import build_profiler
+from nas.study import check_storage_url
+from nas.train import Recipe, supernet_key
+from search_spaces.base import SearchSpace
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setup:
+    """A checked search: the config, the objects it built and what its figures are valid for."""
+
+    cfg: DictConfig
+    space: SearchSpace
+    space_config: dict[str, Any]  # the space's config node, as stored with the study
+    data: ImageData
+    train_idx: torch.Tensor  # supernet training split
+    val_idx: torch.Tensor  # held out of the training data to score candidates
+    split: dict[str, Any]  # how the split was made (val_fraction, seed)
+    recipe: Recipe
+    profiler: LatencyProfiler
+    study_name: str
+    objectives: list[str]
+    identity: dict[str, Any]  # what the study's figures are valid for (a rerun must match)
+    config_dirs: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
+    """Check everything a search needs and build it, writing nothing (types, ranges and unknown
+    keys were checked when the config was composed: nas.schema)."""
+    if "space" not in cfg:
+        valid = ", ".join(group_options("space", config_dirs))
+        raise UserError(f"space: none given; add +space=NAME (valid: {valid})")
+    check_storage_url(cfg.storage, writing=True)
+    check_writable("cache_dir", Path(cfg.cache_dir))
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {cfg.device!r} requested but torch sees no CUDA device")
+    dataset = instantiate("dataset", cfg.dataset)
+    data = dataset.load()
+    space_config = to_container(cfg.space)
+    space = instantiate_space(cfg.space, data, config_dirs)
+    profiler = build_profiler(cfg.profiler)
+    image_size = profiler.settings().get("image_size")
+    if image_size and image_size != data.image_size:  # the deployment resolution must fit the space
+        try:
+            instantiate_space(cfg.space, data, config_dirs, image_size=image_size)
+        except UserError as e:
+            raise UserError(f"profiler.image_size: {image_size} does not fit {space.name}: {e}") from None
+    recipe = instantiate("supernet", cfg.supernet)
+    split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
+    train_idx, val_idx = data.split(**split)
+    objectives = list(cfg.objectives)
+    identity = {
+        "space": space_config,
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint(),
+        "split": split,
+        "supernet_key": supernet_key(space_config, data, split, recipe),
+        "objectives": objectives,
+        "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
+        "hardware": hardware_for(profiler)[0],
+        "hardware_info": fingerprint(),
+    }
+    # The sampler and executor are built for real later (the sampler once the study is open).
+    instantiate("sampler", cfg.sampler, seed=cfg.seed)
+    instantiate("executor", cfg.executor)
+    return Setup(
+        cfg=cfg,
+        space=space,
+        space_config=space_config,
+        data=data,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        split=split,
+        recipe=recipe,
+        profiler=profiler,
+        study_name=cfg.study_name or f"{space.name}-{data.name}",
+        objectives=objectives,
+        identity=identity,
+        config_dirs=list(config_dirs),
+    )
+
+
+def worker_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config for worker processes: paths made absolute (a worker may start
+    elsewhere), no progress bars of their own."""
+    config = to_container(cfg)
+    path = sqlite_path(cfg.storage)
+    if path is not None:
+        config["storage"] = (
+            make_url(cfg.storage).set(database=str(path.resolve())).render_as_string(hide_password=False)
+        )
+    config["cache_dir"] = str(Path(cfg.cache_dir).expanduser().resolve())
+    config["progress"] = False
+    return config

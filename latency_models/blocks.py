@@ -63,11 +63,6 @@ class BlockSpec:
     def key(self) -> str:
         return json.dumps([self.kind, list(self.input_shape), dict(self.options)], sort_keys=True)
 
-    @classmethod
-    def from_key(cls, key: str) -> BlockSpec:
-        kind, shape, options = json.loads(key)
-        return cls.of(kind, tuple(shape), **options)
-
     def build(self) -> nn.Module:
         """A freshly initialised module taking a (B, *input_shape) tensor."""
 

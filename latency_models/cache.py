@@ -64,7 +64,7 @@ class LatencyCache:
     def __init__(self, url: str, stale_after_s: float = 900.0) -> None:
 
         url = normalise_url(url)
-        connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
+        connect_args = {"timeout": 60} if sa.engine.make_url(url).get_backend_name() == "sqlite" else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         tune_sqlite(self.engine)
         self.stale_after_s = stale_after_s

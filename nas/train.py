@@ -31,6 +31,12 @@ from search_spaces.base import SearchSpace
 from search_spaces.layers import SparsePair
 from search_spaces.supernet import Supernet
 
+# Per-epoch data order and per-step sandwich members are seeded from (recipe seed, epoch / step):
+# a rerun or a resumed run repeats them exactly. The strides (primes larger than any epoch or step
+# count) keep the streams of different recipe seeds apart.
+EPOCH_SEED_STRIDE = 100_003
+STEP_SEED_STRIDE = 1_000_003
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -212,7 +218,7 @@ def train_supernet(
             while step < total:
                 epoch, index = divmod(step, steps_per_epoch)
                 if epoch != order_epoch:  # the epoch's order depends only on (seed, epoch)
-                    seed = recipe.seed * 100_003 + epoch
+                    seed = recipe.seed * EPOCH_SEED_STRIDE + epoch
                     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
                     order, order_epoch = order.to(dev), epoch
                 batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size]
@@ -220,7 +226,7 @@ def train_supernet(
                 y = labels[batch]
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
-                rng = random.Random(recipe.seed * 1_000_003 + step)  # same members on every rerun
+                rng = random.Random(recipe.seed * STEP_SEED_STRIDE + step)  # same members on every rerun
                 members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
                 optimizer.zero_grad(set_to_none=True)
                 soft_targets = None

@@ -168,22 +168,6 @@ class FixedSuggester:
         return value
 
 
-class RecordingSuggester:
-    """Wraps another suggester and records the params it decided (name -> value)."""
-
-    def __init__(self, inner: Suggester) -> None:
-        self.inner = inner
-        self.params: dict[str, Any] = {}
-
-    def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
-        self.params[name] = self.inner.categorical(name, choices)
-        return self.params[name]
-
-    def integer(self, name: str, low: int, high: int) -> int:
-        self.params[name] = self.inner.integer(name, low, high)
-        return self.params[name]
-
-
 def choose(s: Suggester, name: str, choices: Sequence[Choice]) -> Choice:
     """Ask ``s`` only when there is a choice: fixed axes do not become study params."""
     choices = list(choices)
@@ -238,8 +222,3 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def make_supernet(self) -> Any:
         """The weight-sharing supernet holding every member (search_spaces.supernet)."""
-
-    def params_of(self, suggester: Suggester) -> tuple[ArchConfig, dict[str, Any]]:
-        """Build with ``suggester`` and also return the params that describe the member."""
-        recorder = RecordingSuggester(suggester)
-        return self.build(recorder), recorder.params

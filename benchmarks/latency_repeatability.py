@@ -1,38 +1,45 @@
-"""Repeatability of measured latency: each architecture measured 5 times (round-robin over the
-set, so slow drift of the machine shows), CV of its 5 medians. Goal: CV <= 2 %.
+"""How repeatable is one latency measurement? Each architecture measured ``--repeats`` times.
 
-    python benchmarks/latency_repeatability.py --out benchmarks/results/repeat_ort_cpu.json
-    python benchmarks/latency_repeatability.py --profiler torch --set device=cuda --out ...   # GPU machine
+    python -m benchmarks.latency_repeatability --out latency_repeatability_ort_cpu.json
+    python -m benchmarks.latency_repeatability profiler=torch profiler.device=cuda \\
+        --out latency_repeatability_torch_cuda_graph.json                # on the GPU machine
+
+Per space: the smallest, the largest and random members (``--archs`` in all), each measured
+``--repeats`` times round-robin over the set (so a slow stretch of the machine shows as it would
+between trials), with the profiler of the composed config (overrides as for ``nas``:
+``profiler=...``, ``profiler.KEY=VALUE``). Prints the CV of each architecture's medians (mean,
+median, max over the set). The goal the profilers were built to: CV <= 2 %.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
 
-from _spaces import load_space, parse_settings
-
-from latency_models import create_profiler
-from latency_models.hardware import fingerprint
+from benchmarks._harness import (
+    add_config_arguments,
+    argument_parser,
+    build_profiler,
+    load_space,
+    write_result,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiler", default="onnxruntime")
-    parser.add_argument("--set", nargs="*", default=[], help="profiler settings, key=value")
+    parser = argument_parser(__doc__)
+    add_config_arguments(parser, example="profiler=torch profiler.device=cuda")
     parser.add_argument("--spaces", nargs="+", default=["vit", "hybrid"])
     parser.add_argument("--archs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    profiler = create_profiler(args.profiler, **parse_settings(args.set))
-    report = {"profiler": profiler.settings(), "name": profiler.name, "hardware": fingerprint(), "spaces": {}}
-    print("| space | profiler | architectures | median ms (range) | CV of 5 medians: mean | median | max |")
+    profiler = build_profiler(args.overrides, args.config_dir)
+    report = {"name": profiler.name, "profiler": profiler.settings(), "spaces": {}}
+    cv = f"CV of {args.repeats} medians"
+    print(f"| space | profiler | architectures | median ms (range) | {cv}: mean | median | max |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.spaces:
-        space = load_space(name)
+        space = load_space(name, args.overrides, args.config_dir)
         rng = random.Random(0)
         archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(args.archs - 2)]
         medians = [[] for _ in archs]
@@ -48,8 +55,7 @@ def main() -> None:
             f"{statistics.median(cvs):.2%} | {max(cvs):.2%} |",
             flush=True,
         )
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,36 @@
-"""What does weight sparsity buy? Latency of the spaces' SparsePair ops per pattern and level,
-relative to the dense op of the same size, at the layer sizes the spaces use:
+"""What does weight sparsity buy? Latency of the spaces' sparse ops per pattern and level,
+relative to the dense op of the same size, at the layer sizes the spaces use.
 
-  linear: SparseLinear MLP (fc1 -> ReLU -> fc2) of the vit space, on N tokens
-  conv:   SparseConv2d Fused-MBConv body (3x3 conv -> ReLU -> 1x1 conv) of the hybrid space
+    python -m benchmarks.sparse_ops measure --backend ort --out sparse_ops_ort_cpu.json
+    python -m benchmarks.sparse_ops measure --backend cuda --out sparse_ops_cuda.json   # GPU machine
+    python -m benchmarks.sparse_ops table sparse_ops_ort_cpu.json sparse_ops_cuda.json
 
-    python benchmarks/sparse_ops_bench.py --backend ort --out benchmarks/results/sparse_ort_cpu.json
-    python benchmarks/sparse_ops_bench.py --backend cuda --out benchmarks/results/sparse_cuda.json
-
-ort:  ONNX Runtime on the CPU, 1 intra-op thread, batch of 1 image.
+Ops: the SparseLinear MLP of the vit space (fc1 -> ReLU -> fc2) on N tokens, and the
+SparseConv2d Fused-MBConv body of the hybrid space (3x3 conv -> ReLU -> 1x1 conv), built by
+search_spaces.layers with a dense initialisation's weights put through sparsify_pair.
+ort:  ONNX Runtime on the CPU (latency_models' exporter and session), 1 intra-op thread,
+      batch of 1 image.
 cuda: torch on the GPU (bf16), CUDA-event timing, batch 1 and 64 images; 2:4 linear layers are
-      also run with torch's 2:4 semi-structured kernels (torch has none for convolutions).
-Each case: median of 100 calls per round, 7 rounds interleaved across cases, median round.
-Masked weights stay dense with zeros (what the exporter ships); structured sparsity removes hidden
-units / channels, so its op is physically smaller.
+      also run on torch's 2:4 semi-structured kernels (torch has none for convolutions).
+Each case: median of 100 calls after 30 warm-up calls (latency_models._timing.time_calls) per
+round, 7 rounds interleaved across cases, median round. Masked weights stay dense with zeros
+(what the exporter ships); structured sparsity removes hidden units / channels, so its op is
+physically smaller. ``table`` prints the Markdown tables of BENCHMARKS.md from result files.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from search_spaces.arch import pattern_level  # noqa: E402
-from search_spaces.layers import ConvMlp, Mlp  # noqa: E402
-from search_spaces.sparse import sparsify_pair  # noqa: E402
+from benchmarks._harness import argument_parser, write_result
+from latency_models._timing import time_calls
+from search_spaces.arch import pattern_level
+from search_spaces.layers import ConvMlp, Mlp
+from search_spaces.sparse import sparsify_pair
 
 # (op, width, hidden, tokens or feature-map side) as the default spaces use them:
 # vit: embed_dim 48/64/96 at mlp_ratio 4, 16 tokens (patch 7) or 49 (patch 4);
@@ -46,6 +45,7 @@ ROUNDS = 7  # every case is timed once per round, rounds interleaved; the median
 CASES = [("dense", 0.0), ("dense", 0.0), ("2:4", 0.5), ("4:8", 0.5)] + [
     (p, level) for p in ("unstructured", "block", "structured") for level in (0.5, 0.75, 0.9)
 ]
+WARMUP, RUNS = 30, 100
 
 
 def sparse_op(op: str, dim: int, hidden: int, pattern: str, level: float) -> nn.Module:
@@ -68,41 +68,33 @@ def example(op: str, dim: int, size: int, batch: int) -> tuple[int, ...]:
     return (batch, size, dim) if op == "linear" else (batch, dim, size, size)
 
 
-def time_ort(model: nn.Module, shape: tuple[int, ...], runs: int = 100) -> float:
-    import io
-
+def time_ort(model: nn.Module, shape: tuple[int, ...]) -> float:
+    """Median ms of one ONNX Runtime call of ``model`` exported as a search exports it."""
     import numpy as np
 
+    from latency_models.onnx_io import to_onnx
     from latency_models.onnxruntime import OnnxRuntimeProfiler
 
     session = getattr(model, "ort_session", None)
     if session is None:  # one session per model, reused across rounds
-        buffer = io.BytesIO()
-        torch.onnx.export(model, (torch.rand(shape),), buffer, input_names=["x"], dynamo=False)
-        session = model.ort_session = OnnxRuntimeProfiler().session(buffer.getvalue())
-    feed = {"x": np.random.default_rng(0).random(shape, dtype=np.float32)}
-    for _ in range(30):
-        session.run(None, feed)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        session.run(None, feed)
-        samples.append((time.perf_counter_ns() - start) / 1e6)
+        session = model.ort_session = OnnxRuntimeProfiler(threads=1).session(to_onnx(model, shape[1:]))
+    feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
+    (samples,) = time_calls(lambda: session.run(None, feed), WARMUP, RUNS)
     return statistics.median(samples)
 
 
-def time_cuda(fn, x: torch.Tensor, runs: int = 100) -> float:
-    for _ in range(30):
-        fn(x)
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(runs):
+def time_cuda(fn, x: torch.Tensor) -> float:
+    """Median ms of one call of ``fn(x)`` on the GPU, by CUDA events."""
+
+    def call() -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn(x)
         end.record()
         end.synchronize()
-        samples.append(start.elapsed_time(end))
+        return start.elapsed_time(end)
+
+    (samples,) = time_calls(call, WARMUP, RUNS, timed=True)
     return statistics.median(samples)
 
 
@@ -120,7 +112,7 @@ def semi_structured(model: nn.Module) -> nn.Module | str:
         return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
 
 
-def measure_size(backend: str, op: str, dim: int, hidden: int, size: int, batch: int) -> list[dict]:
+def measure_size(backend: str, op: str, dim: int, hidden: int, size: int, batch: int, rounds: int) -> list:
     """Every case at one size, timed in interleaved rounds; ratios to the first dense copy.
 
     The second dense copy is a control: its ratio shows the noise floor of the comparison.
@@ -157,7 +149,7 @@ def measure_size(backend: str, op: str, dim: int, hidden: int, size: int, batch:
         rows.append(row)
     samples = [{key: [] for key in timer} for timer in timers]
     with torch.inference_mode():
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for timer, sample in zip(timers, samples):
                 for key, fn in timer.items():
                     sample[key].append(fn())
@@ -167,24 +159,81 @@ def measure_size(backend: str, op: str, dim: int, hidden: int, size: int, batch:
         row["vs_dense"] = round(row["ms"] / base, 3)
         if "semi_structured_ms" in row:
             row["semi_structured_vs_dense"] = round(row["semi_structured_ms"] / base, 3)
-        print(json.dumps(row))
+        print(json.dumps(row), flush=True)
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["ort", "cuda"], required=True)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+def measure(args) -> None:
     rows = []
-    for op, dim, hidden, size in SIZES:
+    sizes = [s for s in SIZES if s[0] in args.ops]
+    for op, dim, hidden, size in sizes[: args.sizes]:
         for batch in [1] if args.backend == "ort" else [1, 64]:
-            rows += measure_size(args.backend, op, dim, hidden, size, batch)
-    from latency_models.hardware import fingerprint
+            rows += measure_size(args.backend, op, dim, hidden, size, batch, args.rounds)
+    write_result(args.out, {"backend": args.backend, "rounds": args.rounds, "rows": rows})
+    table([{"backend": args.backend, "rows": rows}])
 
-    result = {"backend": args.backend, "hardware": fingerprint(), "rows": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+
+def size_of(row: dict) -> tuple:
+    return (row.get("op", "linear"), row["dim"], row.get("tokens", row.get("side")))
+
+
+def table(results: list[dict]) -> None:
+    """Per op: latency relative to dense, median (min-max) over the sizes, one column per
+    backend and batch."""
+    ops = sorted({r.get("op", "linear") for result in results for r in result["rows"]}, reverse=True)
+    for op in ops:
+        columns, cases = [], []
+        for result in results:
+            op_rows = [r for r in result["rows"] if r.get("op", "linear") == op]
+            gpu = result.get("provenance", result).get("hardware", {}).get("gpu", "GPU")
+            gpu = gpu.removeprefix("NVIDIA ").split()[0]  # "NVIDIA H100 80GB HBM3" -> "H100"
+            name = "ORT CPU 1 thread" if result["backend"] == "ort" else f"{gpu} torch bf16"
+            for batch in sorted({r["batch"] for r in op_rows}):
+                rows = [r for r in op_rows if r["batch"] == batch]
+                columns.append((f"{name}, batch {batch}", rows, "ms"))
+                if any("semi_structured_ms" in r for r in rows):
+                    columns.append((f"{gpu} 2:4 semi-structured, batch {batch}", rows, "semi_structured_ms"))
+                for r in rows:
+                    if (r["pattern"], r["level"]) not in cases:
+                        cases.append((r["pattern"], r["level"]))
+        title = "SparseLinear MLP (vit)" if op == "linear" else "SparseConv2d block (hybrid)"
+        print(f"\n{title}: latency relative to dense, median (min–max) over the sizes\n")
+        print("| pattern | level | " + " | ".join(c[0] for c in columns) + " |")
+        print("| --- | --- |" + " --- |" * len(columns))
+        for pattern, level in cases:
+            cells = []
+            for _, rows, key in columns:
+                ratios = []
+                for r in rows:
+                    if (r["pattern"], r["level"]) == (pattern, level) and key in r:
+                        base = next(
+                            b for b in rows if b["pattern"] == "dense (baseline)" and size_of(b) == size_of(r)
+                        )
+                        ratios.append(r[key] / base["ms"])
+                cells.append(
+                    f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+                    if ratios
+                    else "–"
+                )
+            print(f"| {pattern} | {level:g} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("measure", help="time every pattern and level at the spaces' sizes")
+    run.add_argument("--backend", choices=["ort", "cuda"], required=True)
+    run.add_argument("--ops", nargs="+", choices=["linear", "conv"], default=["linear", "conv"])
+    run.add_argument("--sizes", type=int, default=None, help="only the first N sizes (a quick check)")
+    run.add_argument("--rounds", type=int, default=ROUNDS)
+    run.add_argument("--out", default=None)
+    show = commands.add_parser("table", help="Markdown tables of result files")
+    show.add_argument("files", nargs="+")
+    args = parser.parse_args()
+    if args.command == "measure":
+        measure(args)
+    else:
+        table([json.load(open(path)) for path in args.files])
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ from tests.conftest import run_nas
 
 
 def _space(name):
-    from benchmarks._spaces import load_space
+    """A shipped space at the embedded data's size (28x28 gray, 10 classes)."""
+    from nas.config import compose, instantiate
 
-    return load_space(name)
+    return instantiate(
+        "space", compose([f"+space={name}"]).space, image_size=28, in_channels=1, num_classes=10
+    )
 
 
 @pytest.mark.parametrize("fixture", ["vit_space", "hybrid_space"])

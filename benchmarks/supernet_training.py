@@ -17,6 +17,8 @@ import random
 import statistics
 import time
 
+import torch
+
 from benchmarks._harness import (
     add_config_arguments,
     argument_parser,
@@ -34,7 +36,8 @@ def trial_cost(setup, net, n: int) -> dict:
     from nas.train import evaluate
 
     net = net.cpu()
-    images, labels = setup.data.images[setup.val_idx], setup.data.labels[setup.val_idx]
+    val = setup.data.subset(setup.val_idx)
+    images, labels = val.images, val.labels
     rng = random.Random(123)
     scoring, measuring = [], []
     for _ in range(n):
@@ -56,25 +59,14 @@ def trial_cost(setup, net, n: int) -> dict:
     }
 
 
-def test_set(setup):
-    """The dataset's own test split, resident, or None (the embedded data has none)."""
-    from nas.config import instantiate
-
-    test = getattr(setup.data, "test", None)  # where the dataset loads its test split with the data
-    if test is None:
-        dataset = instantiate("dataset", setup.cfg.dataset)
-        if hasattr(dataset, "train"):  # torchvision datasets: the test split on request
-            test = instantiate("dataset", setup.cfg.dataset, train=False).load()
-    return test if test is not None and getattr(test, "images", None) is not None else None
-
-
 def test_top1(setup, trained) -> dict | None:
     """Top-1 of the extremes on the dataset's test split, where it has one."""
     from nas.train import evaluate
 
-    test = test_set(setup)
+    test = setup.data.test  # the dataset's own test split (the embedded data has none)
     if test is None:
         return None
+    test = test.subset(torch.arange(len(test)))
     return {
         which: evaluate(trained.net, getattr(setup.space, which)(), test.images, test.labels)
         for which in ("largest", "smallest")
@@ -100,16 +92,17 @@ def main() -> None:
         "recipe": trained.meta["recipe"],
         "device": trained.meta["device"],
         "steps": trained.meta.get("steps"),
+        "batch_size": trained.meta.get("batch_size"),
         "train_seconds": trained.meta["train_seconds"],
+        "images_per_s": trained.meta.get("images_per_s"),
+        "gpu_busy_share": trained.meta.get("gpu_busy_share"),
         "reused_cache": trained.reused,
         "val_top1": {"largest": trained.meta["largest_top1"], "smallest": trained.meta["smallest_top1"]},
     }
     test = test_top1(setup, trained)
     if test is not None:
         result["test_top1"] = test
-    if (
-        args.trials and setup.data.images is not None
-    ):  # streamed data: scored through a loader, not timed here
+    if args.trials:
         result["per_trial_seconds"] = trial_cost(setup, trained.net, args.trials)
     for key, value in result.items():
         print(f"{key}: {value}")

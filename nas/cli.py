@@ -105,8 +105,11 @@ def _dashboard(cfg, config_dirs, console) -> int:
             pass
     except OSError as e:
         raise UserError(f"port: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    import signal
+
     from optuna_dashboard import run_server
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a server writes nothing: `kill` ends it at once
     console.print(f"optuna-dashboard on http://{cfg.host}:{cfg.port}/ for {cfg.storage} (Ctrl-C stops)")
     run_server(normalise_url(cfg.storage), host=cfg.host, port=cfg.port)
     return 0

@@ -16,10 +16,12 @@ import optuna
 import sqlalchemy as sa
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from rich.table import Table
 
 from latency_models.files import save_figure, write_csv
 from latency_models.lock import computing
 from latency_models.sql import normalise_url, sqlite_path, tune_sqlite
+from nas.data import safe_name
 from nas.errors import UserError
 from search_spaces.arch import Arch, arch_from_dict
 
@@ -50,6 +52,7 @@ def latency(trial: FrozenTrial) -> float:
 
 
 STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
+TEST_ATTR = "test_top1"  # study user attribute: front members' top-1 on the dataset's test split
 CREATE_ATTEMPTS = 5  # opening a new database while another process creates its tables
 
 
@@ -236,12 +239,14 @@ def trial_arch(trial: FrozenTrial) -> Arch:
 
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    tested = study.user_attrs.get(TEST_ATTR, {})
     rows = []
     for t in sorted(study.best_trials, key=latency):
         rows.append(
             {
                 "trial": t.number,
                 "top1": round(top1(t), 2),
+                "test_top1": round(tested[str(t.number)], 2) if str(t.number) in tested else None,
                 "latency": round(latency(t), 4),
                 "unit": t.user_attrs["latency"]["unit"],
                 "latency_p90": round(t.user_attrs["latency"]["p90"], 4),
@@ -256,17 +261,21 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
-    from rich.table import Table
-
+    """The front as a table: validation top-1 (held out of the training data), the dataset's own
+    test/val split top-1 where it was measured, latency and sizes."""
     rows = pareto_rows(study)
     unit = rows[0]["unit"] if rows else "ms"
+    tested = any(r["test_top1"] is not None for r in rows)
     table = Table(title=f"Pareto front of {study.study_name} ({len(rows)} of {len(completed(study))} trials)")
-    for column in ("trial", "top-1 %", f"latency {unit}", "params", "nonzero", "MFLOPs", "architecture"):
+    columns = ["trial", "val top-1 %"] + (["test top-1 %"] if tested else [])
+    for column in columns + [f"latency {unit}", "params", "nonzero", "MFLOPs", "architecture"]:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for r in rows:
+        test = [f"{r['test_top1']:.2f}" if r["test_top1"] is not None else "-"] if tested else []
         table.add_row(
             str(r["trial"]),
             f"{r['top1']:.2f}",
+            *test,
             f"{r['latency']:.4g}",
             f"{r['params']:,}",
             f"{r['nonzero_params']:,}",
@@ -286,8 +295,8 @@ def write_pareto_files(
     matplotlib.use("Agg")
     from optuna.visualization.matplotlib import plot_pareto_front
 
-    csv_path = write_csv(folder / f"{study.study_name}_pareto.csv", rows)
-    png_path = folder / f"{study.study_name}_pareto.png"
+    csv_path = write_csv(folder / f"{safe_name(study.study_name)}_pareto.csv", rows)
+    png_path = folder / f"{safe_name(study.study_name)}_pareto.png"
     unit = rows[0]["unit"] if rows else "ms"
     names = {"accuracy": "validation top-1 (%)", "latency": f"latency ({unit})", "flops": "FLOPs"}
     objectives = study.user_attrs.get(STUDY_ATTR, {}).get("objectives", ["accuracy", "latency"])

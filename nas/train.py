@@ -23,10 +23,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from latency_models.files import atomic_path
-from nas.data import ImageData
-from search_spaces.arch import ArchConfig
+from nas.augment import random_flip, random_translate
+from nas.data import ImageData, safe_name
+from nas.errors import UserError
+from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 from search_spaces.layers import SparsePair
 from search_spaces.supernet import Supernet
@@ -36,6 +39,9 @@ from search_spaces.supernet import Supernet
 # count) keep the streams of different recipe seeds apart.
 EPOCH_SEED_STRIDE = 100_003
 STEP_SEED_STRIDE = 1_000_003
+PROGRESS_EVERY = 50  # steps between progress updates (each waits for the GPU to read the loss)
+PROFILE_SKIP, PROFILE_STEPS = 20, 20  # CUDA: steps skipped (warm-up), then profiled for the busy share
+STATS_SAMPLE = 10_000  # streamed data: images that give the normalisation statistics
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Recipe:
     num_random: int = 2  # random members per step besides the largest and smallest
     label_smoothing: float = 0.1
     distill: bool = False  # True: smaller members learn from the largest's soft predictions
+    translate: int = 0  # augmentation: shift each image by up to this many pixels (0: none)
+    flip: bool = False  # augmentation: mirror half of the images left-right
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +67,7 @@ class Recipe:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and epochs"),
             ("num_random", self.num_random >= 0, ">= 0"),
+            ("translate", self.translate >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("seed", self.seed >= 0, ">= 0"),
         ):
@@ -111,8 +120,9 @@ def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size
         total += output.numel()
 
     hooks = [m.act.register_forward_hook(count) for m in model.modules() if isinstance(m, SparsePair)]
+    device = next(model.parameters()).device
     try:
-        model(images[:batch_size].float().div(255))
+        model(images[:batch_size].to(device).float().div(255))
     finally:
         for hook in hooks:
             hook.remove()
@@ -122,25 +132,33 @@ def activation_sparsity(model: torch.nn.Module, images: torch.Tensor, batch_size
 @torch.no_grad()
 def evaluate(
     net: Supernet | torch.nn.Module,
-    arch: ArchConfig | None,
+    arch: Arch | None,
     images: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int = 1000,
     each_batch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> float:
-    """Top-1 (%) of ``arch`` inside ``net`` (or of a standalone module when arch is None);
-    each batch runs inside ``each_batch()`` (e.g. the shared measurement lock)."""
+    """Top-1 (%) of ``arch`` inside ``net`` (or of a standalone module when arch is None) on uint8
+    ``images``; each batch runs inside ``each_batch()`` (e.g. the shared measurement lock). The
+    count stays on the device until the end: one synchronisation per call, not per batch."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for start in range(0, len(images), batch_size):
-        with each_batch():
-            x = images[start : start + batch_size].to(device).float().div_(255)
+        with each_batch(), autocast:
+            x = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
             logits = net(x) if arch is None else net(x, arch)
-            correct += (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
+            correct += (logits.argmax(1) == labels[start : start + batch_size].to(device)).sum()
     net.train(was_training)
-    return 100.0 * correct / len(images)
+    return 100.0 * correct.item() / max(1, len(images))
+
+
+def _busy_share(profile: torch.profiler.profile, seconds: float) -> float:
+    """Share of ``seconds`` of wall time during which the GPU ran kernels (from a profiler trace)."""
+    busy_us = sum(event.self_device_time_total for event in profile.key_averages())
+    return round(min(1.0, busy_us / 1e6 / seconds), 3) if seconds > 0 else 0.0
 
 
 def train_supernet(
@@ -156,9 +174,15 @@ def train_supernet(
     checkpoint_every_s: float = 30.0,
     progress: bool = True,
 ) -> TrainedSupernet:
-    """Train the supernet, resume its interrupted training, or reuse the cached result."""
+    """Train the supernet, resume its interrupted training, or reuse the cached result.
+
+    Resident data is moved to the training device once and batches are slices of it; streamed
+    data comes from DataLoader workers. Augmentation runs batched on the device, seeded per step.
+    Nothing waits for the GPU within a step (the loss is read every ``PROGRESS_EVERY`` steps).
+    The result records images/s and, on CUDA, the share of a profiled window of steps during
+    which the GPU was busy."""
     key = supernet_key(space_config, data, split, recipe)
-    run_dir = Path(cache_dir) / "supernets" / f"{space.name}-{data.name.replace(':', '_')}-{key}"
+    run_dir = Path(cache_dir) / "supernets" / f"{space.name}-{safe_name(data.name)}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     final, partial = run_dir / "supernet.pt", run_dir / "checkpoint.pt"
     dev = resolve_device(device)
@@ -169,18 +193,26 @@ def train_supernet(
         net.load_state_dict(saved["model"])
         return TrainedSupernet(net.to(dev), final, saved["meta"], reused=True)
 
-    train_images = data.images[train_idx].float().div_(255)
-    mean = train_images.mean(dim=(0, 2, 3))
-    std = train_images.std(dim=(0, 2, 3))
-    net.set_normalization(mean, std)
+    if data.streamed:  # statistics from a seeded sample, indices into the whole dataset
+        sample = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))]
+        stats = data.subset(sample[:STATS_SAMPLE].sort().values).images.float().div_(255)
+        source, indices = data, train_idx
+    else:  # the training split on the device once; batches are slices of it
+        stats = data.images[train_idx].float().div_(255)
+        source = data.subset(train_idx).to(dev)
+        indices = torch.arange(len(train_idx))
+    net.set_normalization(stats.mean(dim=(0, 2, 3)), stats.std(dim=(0, 2, 3)))
+    del stats
     net.to(dev)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in net.named_parameters() if not (p.dim() > 1 and "pos_embed" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe.lr,
+        fused=dev.type == "cuda",  # one kernel for the whole update instead of several per tensor
     )
-    steps_per_epoch = max(1, len(train_idx) // recipe.batch_size)
+    batch_size = min(recipe.batch_size, len(indices))
+    steps_per_epoch = len(indices) // batch_size
     total = steps_per_epoch * recipe.epochs
     step, elapsed = 0, 0.0
     if partial.exists():
@@ -189,72 +221,98 @@ def train_supernet(
         optimizer.load_state_dict(saved["optimizer"])
         step, elapsed = saved["step"], saved["elapsed_s"]
 
-    images = data.images[train_idx].to(dev)
-    labels = data.labels[train_idx].to(dev)
     largest, smallest = space.largest(), space.smallest()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     net.train()
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     columns = [
         TextColumn("supernet"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} steps"),
         TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[rate]:,.0f} img/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    started, last_save = time.perf_counter(), time.perf_counter()
+    started, last_save, first_step = time.perf_counter(), time.perf_counter(), step
+    # On CUDA, a window of steps is profiled to measure how busy the GPU was.
+    window = range(
+        min(total - 1, first_step + PROFILE_SKIP), min(total, first_step + PROFILE_SKIP + PROFILE_STEPS)
+    )
+    profile, profile_start, busy = None, 0.0, None
 
     def save_partial() -> None:
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
         _save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
 
-    order, order_epoch = None, -1
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device=dev).manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
+        x = random_translate(x, recipe.translate, generator)
+        x = random_flip(x, generator) if recipe.flip else x
+        x = x.float().div_(255)
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
+        rng = random.Random(recipe.seed * STEP_SEED_STRIDE + step)  # same members on every rerun
+        members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
+        optimizer.zero_grad(set_to_none=True)
+        soft_targets = first_loss = None
+        for i, arch in enumerate(members):
+            with autocast:
+                logits = net(x, arch)
+            if i == 0 or not recipe.distill:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                if i == 0:
+                    soft_targets = logits.detach().float().softmax(-1)
+                    first_loss = loss.detach()
+            else:
+                loss = F.cross_entropy(logits.float(), soft_targets)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0, foreach=True)
+        optimizer.step()
+        return first_loss
+
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("train", total=total, completed=step, loss=float("nan"))
+        task = bar.add_task("train", total=total, completed=step, loss=float("nan"), rate=0.0)
         try:
             while step < total:
                 epoch, index = divmod(step, steps_per_epoch)
-                if epoch != order_epoch:  # the epoch's order depends only on (seed, epoch)
-                    seed = recipe.seed * EPOCH_SEED_STRIDE + epoch
-                    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-                    order, order_epoch = order.to(dev), epoch
-                batch = order[index * recipe.batch_size : (index + 1) * recipe.batch_size]
-                x = images[batch].float().div_(255)
-                y = labels[batch]
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
-                rng = random.Random(recipe.seed * STEP_SEED_STRIDE + step)  # same members on every rerun
-                members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
-                optimizer.zero_grad(set_to_none=True)
-                soft_targets = None
-                for i, arch in enumerate(members):
-                    with autocast:
-                        logits = net(x, arch)
-                    if i == 0 or not recipe.distill:
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-                        if i == 0:
-                            soft_targets = logits.detach().float().softmax(-1)
-                            first_loss = loss.detach()
-                    else:
-                        loss = F.cross_entropy(logits.float(), soft_targets)
-                    loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                optimizer.step()
-                step += 1
-                if step % 20 == 0 or step == total:  # .item() waits for the GPU: not every step
-                    bar.update(task, completed=step, loss=first_loss.item())
-                now = time.perf_counter()
-                if now - last_save > checkpoint_every_s and step < total:
-                    save_partial()
-                    last_save = now
+                seed = recipe.seed * EPOCH_SEED_STRIDE + epoch  # the epoch's order: (seed, epoch) only
+                order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
+                epoch_batches = order[index * batch_size : steps_per_epoch * batch_size]
+                for x, y in source.batches(epoch_batches, batch_size, dev, drop_last=True):
+                    if dev.type == "cuda" and step == window.start:
+                        torch.cuda.synchronize(dev)
+                        profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                        profile.__enter__()
+                        profile_start = time.perf_counter()
+                    first_loss = train_step(x, y)
+                    step += 1
+                    if profile is not None and step == window.stop:
+                        torch.cuda.synchronize(dev)
+                        seconds = time.perf_counter() - profile_start
+                        profile.__exit__(None, None, None)
+                        busy, profile = _busy_share(profile, seconds), None
+                    if step % PROGRESS_EVERY == 0 or step == total:  # reading the loss waits for the GPU
+                        loss_value = first_loss.item()
+                        if not math.isfinite(loss_value):  # stop now, not after the remaining steps
+                            partial.unlink(missing_ok=True)
+                            raise UserError(
+                                f"supernet: training diverged (loss {loss_value}) by step {step} of {total}; "
+                                f"lower supernet.lr (now {recipe.lr}) or raise supernet.warmup_epochs"
+                            )
+                        rate = (step - first_step) * batch_size / (time.perf_counter() - started)
+                        bar.update(task, completed=step, loss=loss_value, rate=rate)
+                    now = time.perf_counter()
+                    if now - last_save > checkpoint_every_s and step < total:
+                        save_partial()
+                        last_save = now
         except KeyboardInterrupt:
             save_partial()  # Ctrl-C loses nothing; a kill loses at most checkpoint_every_s
             raise
-    elapsed += time.perf_counter() - started
-    val_images, val_labels = data.images[val_idx], data.labels[val_idx]
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - started
+    elapsed += seconds
+    val = data.subset(val_idx)
     meta = {
         "key": key,
         "space": space.name,
@@ -263,8 +321,11 @@ def train_supernet(
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "train_seconds": round(elapsed, 1),
         "steps": total,
-        "largest_top1": evaluate(net, largest, val_images, val_labels),
-        "smallest_top1": evaluate(net, smallest, val_images, val_labels),
+        "batch_size": batch_size,
+        "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,
+        "gpu_busy_share": busy,
+        "largest_top1": evaluate(net, largest, val.images, val.labels),
+        "smallest_top1": evaluate(net, smallest, val.images, val.labels),
     }
     _save_atomic({"model": net.state_dict(), "meta": meta}, final)
     partial.unlink(missing_ok=True)

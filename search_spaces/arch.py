@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -282,9 +283,21 @@ class StageConfig:
         object.__setattr__(self, "attention_blocks", layers)
 
 
+STEM_SIDE = 16  # a hybrid's stem brings the input near this side, whatever the image size
+
+
+def stem_strides(image_size: int) -> int:
+    """How many stride-2 convs a hybrid's stem has: one at 28 or 32 px, two at 64, four at 224,
+    so the first stage runs near ``STEM_SIDE`` x ``STEM_SIDE`` on any data."""
+    return max(1, round(math.log2(max(1, image_size) / STEM_SIDE)))
+
+
 def stage_resolutions(image_size: int, num_stages: int) -> list[int]:
-    """Side of each hybrid stage's feature map: the stem halves the input, each later stage again."""
-    sides = [-(-image_size // 2)]
+    """Side of each hybrid stage's feature map: the stem halves the input (``stem_strides``
+    times), each later stage halves it again."""
+    sides = [image_size]
+    for _ in range(stem_strides(image_size)):
+        sides = [-(-sides[0] // 2)]
     while len(sides) < num_stages:
         sides.append(-(-sides[-1] // 2))
     return sides
@@ -294,7 +307,8 @@ def stage_resolutions(image_size: int, num_stages: int) -> list[int]:
 class HybridArchConfig(Arch, family="hybrid"):
     """A hybrid conv -> attention network (ViT-ResNAS, AsCAN, EfficientFormer).
 
-    A stride-2 conv stem, then ``stages``; every stage after the first halves the resolution
+    A conv stem of stride-2 convs (``stem_strides``: one at 28-32 px, four at 224), then
+    ``stages``; every stage after the first halves the resolution
     with a residual spatial reduction, so attention runs on few tokens late in the network.
     Global average pool, LayerNorm, linear head.
     """

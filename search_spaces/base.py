@@ -128,18 +128,22 @@ class RandomSuggester:
 
 
 class ExtremeSuggester:
-    """Largest or smallest member: spaces pass choices cheapest first, so take an end."""
+    """Largest or smallest member: spaces pass choices cheapest first, so take an end. The
+    decisions are kept in ``params`` (what a study is given to evaluate that member)."""
 
     def __init__(self, which: str) -> None:
         if which not in ("largest", "smallest"):
             raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
         self.index = -1 if which == "largest" else 0
+        self.params: dict[str, Any] = {}
 
     def categorical(self, name: str, choices: Sequence[Choice]) -> Choice:
-        return list(choices)[self.index]
+        self.params[name] = list(choices)[self.index]
+        return self.params[name]
 
     def integer(self, name: str, low: int, high: int) -> int:
-        return (low, high)[self.index]
+        self.params[name] = (low, high)[self.index]
+        return self.params[name]
 
 
 class FixedSuggester:
@@ -210,6 +214,12 @@ class SearchSpace(abc.ABC):
 
     def smallest(self) -> ArchConfig:
         return self.build(ExtremeSuggester("smallest"))
+
+    def extreme_params(self, which: str) -> dict[str, Any]:
+        """The study params of the ``largest`` or ``smallest`` member (to enqueue it)."""
+        suggester = ExtremeSuggester(which)
+        self.build(suggester)
+        return suggester.params
 
     def from_params(self, params: dict[str, Any]) -> ArchConfig:
         fixed = FixedSuggester(params)

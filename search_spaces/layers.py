@@ -17,6 +17,7 @@ from search_spaces.arch import (
     LayerConfig,
     hidden_width,
     kept,
+    stem_strides,
 )
 
 
@@ -279,8 +280,8 @@ class Stage(nn.Module):
 
 
 class HybridNet(nn.Module):
-    """Conv stem (stride 2) -> stages -> global average pool -> LayerNorm -> linear head.
-    Input: images in [0, 1], (B, C, H, W); normalisation is part of the model."""
+    """Conv stem (``stem_strides`` stride-2 convs) -> stages -> global average pool -> LayerNorm
+    -> linear head. Input: images in [0, 1], (B, C, H, W); normalisation is part of the model."""
 
     def __init__(self, arch: HybridArchConfig) -> None:
         super().__init__()
@@ -290,13 +291,21 @@ class HybridNet(nn.Module):
         width = arch.stages[0].width
         self.stem = nn.Conv2d(arch.in_channels, width, 3, stride=2, padding=1)
         self.stem_norm = nn.GroupNorm(1, width)
+        self.stem_more = nn.Sequential(  # further halvings for large inputs (none at 28-32 px)
+            *(
+                nn.Sequential(
+                    nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.ReLU()
+                )
+                for _ in range(stem_strides(arch.image_size) - 1)
+            )
+        )
         self.stages = nn.ModuleList(Stage(arch, i) for i in range(len(arch.stages)))
         self.norm = nn.LayerNorm(arch.stages[-1].width)
         self.head = nn.Linear(arch.stages[-1].width, arch.num_classes)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C0, H/2, W/2)
+    def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C0, side, side)
         x = (images - self.mean) / self.std
-        return F.relu(self.stem_norm(self.stem(x)))
+        return self.stem_more(F.relu(self.stem_norm(self.stem(x))))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
         return self.head(self.norm(x.mean(dim=(2, 3))))

@@ -38,6 +38,10 @@ class Supernet(nn.Module):
         self.body = static_model(max_arch)
         init_weights(self.body)
         self._skeletons: OrderedDict[str, nn.Module] = OrderedDict()
+        # Per member: its skeleton and how each of its tensors slices a shared one, worked out
+        # (and checked) once, so a training step spends its time in kernels, not in Python.
+        self._plans: OrderedDict[str, tuple] = OrderedDict()
+        self._tensors: dict[str, torch.Tensor] | None = None
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.body.mean.copy_(mean.view(-1, 1, 1))
@@ -45,7 +49,13 @@ class Supernet(nn.Module):
 
     def _shared(self, arch) -> dict[str, torch.Tensor]:
         """Name -> shared full-size tensor, in the member's naming."""
-        return dict(self.body.named_parameters()) | dict(self.body.named_buffers())
+        if self._tensors is None:
+            self._tensors = dict(self.body.named_parameters()) | dict(self.body.named_buffers())
+        return self._tensors
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .half(): tensors may be new ones
+        self._tensors = None
+        return super()._apply(fn, recurse)
 
     def _problems(self, arch) -> list[str]:
         """Family-specific reasons ``arch`` is not a member (beyond tensor shapes)."""
@@ -95,30 +105,64 @@ class Supernet(nn.Module):
         self._skeletons.move_to_end(key)
         return self._skeletons[key]
 
+    def _plan(self, arch) -> tuple[nn.Module, list, list]:
+        """(skeleton, plain tensors, sparse pairs) of a checked member, LRU-cached: each plain
+        tensor as (name, index of the shared tensor, q/k/v widths or None), each pair as (prefix,
+        hidden, dim, pattern, level)."""
+        key = arch.key()
+        if key not in self._plans:
+            self.check(arch)
+            skeleton = self._skeleton(arch)
+            pairs = [(name, m) for name, m in skeleton.named_modules() if isinstance(m, SparsePair)]
+            paired = {
+                f"{name}.{part}" for name, _ in pairs for part in ("fc1.weight", "fc1.bias", "fc2.weight")
+            }
+            plain = []
+            for name, target in list(skeleton.named_parameters()) + list(skeleton.named_buffers()):
+                if name in paired:
+                    continue
+                index = tuple(slice(0, n) for n in target.shape)
+                widths = None
+                if ".attn.qkv." in name:  # rows (q, k, v) x max heads: keep each part's first heads
+                    attn = skeleton.get_submodule(name.rsplit(".", 2)[0])
+                    widths = [attn.num_heads * attn.head_dim] + [attn.num_kv_heads * attn.head_dim] * 2
+                plain.append((name, index, widths))
+            pair_plan = [
+                (f"{name}.", pair.hidden, pair.dim, pair.pattern, pair.level) for name, pair in pairs
+            ]
+            self._plans[key] = (skeleton, plain, pair_plan)
+            if len(self._plans) > 256:
+                self._plans.popitem(last=False)
+        self._plans.move_to_end(key)
+        return self._plans[key]
+
     def sliced_state(self, arch) -> dict[str, torch.Tensor]:
         """The member's state dict as views of the shared tensors (sparsity patterns applied)."""
-        self.check(arch)
-        skeleton, shared = self._skeleton(arch), self._shared(arch)
-        pairs = {name: m for name, m in skeleton.named_modules() if isinstance(m, SparsePair)}
-        paired = {f"{name}.{part}" for name in pairs for part in ("fc1.weight", "fc1.bias", "fc2.weight")}
+        _, plain, pairs = self._plan(arch)
+        shared = self._shared(arch)
         state = {}
-        for name, target in list(skeleton.named_parameters()) + list(skeleton.named_buffers()):
-            if name not in paired:
-                state[name] = _slice(skeleton, name, shared[name], target.shape)
-        for name, pair in pairs.items():  # slice the full hidden width, then apply the pattern
-            p, hidden, dim = f"{name}.", pair.hidden, pair.dim
+        for name, index, widths in plain:
+            tensor = shared[name]
+            if widths is None:
+                state[name] = tensor[index]
+            else:
+                parts = tensor.view(3, -1, *tensor.shape[1:])
+                cols = index[1:2]
+                state[name] = torch.cat([parts[i][(slice(0, w), *cols)] for i, w in enumerate(widths)])
+        for p, hidden, dim, pattern, level in pairs:  # slice the full hidden width, then apply the pattern
             fc1_w, fc1_b, fc2_w = sparsify_pair(
                 shared[p + "fc1.weight"][:hidden, :dim],
                 shared[p + "fc1.bias"][:hidden],
                 shared[p + "fc2.weight"][:dim, :hidden],
-                pair.pattern,
-                pair.level,
+                pattern,
+                level,
             )
             state |= {p + "fc1.weight": fc1_w, p + "fc1.bias": fc1_b, p + "fc2.weight": fc2_w}
         return state
 
     def forward(self, images: torch.Tensor, arch) -> torch.Tensor:
-        return functional_call(self._skeleton(arch), self.sliced_state(arch), (images,))
+        skeleton = self._plan(arch)[0]
+        return functional_call(skeleton, self.sliced_state(arch), (images,))
 
     @torch.no_grad()
     def extract(self, arch, semi_structured: bool = False) -> nn.Module:
@@ -214,13 +258,3 @@ def _full_shapes(skeleton: nn.Module) -> dict[str, tuple[int, ...]]:
             shapes[f"{name}.fc1.bias"] = (pair.hidden,)
             shapes[f"{name}.fc2.weight"] = (w2[0], pair.hidden, *w2[2:])
     return shapes
-
-
-def _slice(skeleton: nn.Module, name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    if ".attn.qkv." in name:  # rows (q, k, v) x max heads: keep each part's first heads
-        attn = skeleton.get_submodule(name.rsplit(".", 2)[0])
-        widths = [attn.num_heads * attn.head_dim] + [attn.num_kv_heads * attn.head_dim] * 2
-        parts = tensor.view(3, -1, *tensor.shape[1:])
-        cols = (slice(0, shape[1]),) if len(shape) == 2 else ()
-        return torch.cat([parts[i][(slice(0, w), *cols)] for i, w in enumerate(widths)])
-    return tensor[tuple(slice(0, n) for n in shape)]

@@ -45,16 +45,30 @@ class VitSpace(SearchSpace):
         activation: Sequence[str],
         mlp_pattern: Sequence[str] = ("dense",),
         mlp_sparsity: Sequence[float] = (0.5, 0.75, 0.9),
+        min_tokens: int = 1,
+        max_tokens: int | None = None,
     ) -> None:
         self.name = name
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
+        # The patch sizes that fit the data: dividing the image size, with a token count within
+        # [min_tokens, max_tokens]; one space serves 28, 32, 64 or 224 px (nas spaces shows which).
+        self.patch_size_choices = sorted(check_choices("patch_size", patch_size), reverse=True)
+        for value, key in ((min_tokens, "min_tokens"), (max_tokens, "max_tokens")):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise SpaceError(f"space.{key}: expected a positive int, got {value!r}")
+        unfit = {}
+        for p in self.patch_size_choices:
+            if not isinstance(p, int) or p < 1 or image_size % p:
+                unfit[p] = "does not divide"
+            elif not min_tokens <= (image_size // p) ** 2 <= (max_tokens or image_size**2):
+                unfit[p] = f"gives {(image_size // p) ** 2} tokens, not {min_tokens}..{max_tokens}"
         # Every choice list is kept cheapest first (see search_spaces.base).
-        self.patch_size = sorted(check_choices("patch_size", patch_size), reverse=True)
-        for p in self.patch_size:
-            if not isinstance(p, int) or image_size % p:
-                raise SpaceError(
-                    f"space.patch_size: {p!r} does not divide the dataset's image size {image_size}"
-                )
+        self.patch_size = [p for p in self.patch_size_choices if p not in unfit]
+        if not self.patch_size:
+            why = "; ".join(f"{p} {reason}" for p, reason in unfit.items())
+            raise SpaceError(
+                f"space.patch_size: no choice fits the dataset's image size {image_size} ({why})"
+            )
         self.embed_dim = sorted(int(v) for v in check_choices("embed_dim", embed_dim))
         self.min_depth, self.max_depth = check_range("depth", depth)
         if not isinstance(head_dim, int) or head_dim < 1:
@@ -125,7 +139,12 @@ class VitSpace(SearchSpace):
 
     def axes(self) -> dict[str, str]:
         return {
-            "patch_size": str(self.patch_size),
+            "patch_size": str(self.patch_size)
+            + (
+                f" (of {self.patch_size_choices} at {self.image_size} px)"
+                if self.patch_size != self.patch_size_choices
+                else ""
+            ),
             "embed_dim": str(self.embed_dim),
             "depth": f"{self.min_depth}..{self.max_depth}",
             "layer<i>.num_heads": f"{self.num_heads} (head_dim {self.head_dim})",

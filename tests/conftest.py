@@ -176,7 +176,7 @@ def run_in_process(*args: str, cwd: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     before, columns = Path.cwd(), os.environ.get("COLUMNS")
     os.chdir(cwd)
-    os.environ["COLUMNS"] = "200"  # rich tables unwrapped, as run_nas has them
+    os.environ["COLUMNS"] = "300"  # rich tables unwrapped
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))

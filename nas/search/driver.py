@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,12 +24,14 @@ from latency_models._base import checks_itself, measure_arch
 from latency_models.cache import LatencyCache
 from latency_models.lock import computing
 from nas.config import instantiate
+from nas.data import ImageData
 from nas.errors import UserError
 from nas.search.setup import Setup
 from nas.search.worker import STOPPED, fail_stale_trials
 from nas.study import (
     OBJECTIVES,
     STUDY_ATTR,
+    TEST_ATTR,
     completed,
     open_storage,
     pareto_rows,
@@ -37,7 +40,9 @@ from nas.study import (
     trial_arch,
     write_pareto_files,
 )
-from nas.train import train_supernet
+from nas.train import evaluate, train_supernet
+
+TEST_BATCH = 1000  # images per forward pass when scoring the front on the test split
 
 
 def run_search(setup: Setup, console: Console) -> int:
@@ -71,6 +76,9 @@ def _open_study(setup: Setup, storage: optuna.storages.RDBStorage) -> optuna.Stu
         load_if_exists=True,
     )
     check_identity(study, setup.identity)
+    if not study.trials:  # a new study starts from the space's extremes, whatever the sampler
+        for which in ("largest", "smallest"):
+            study.enqueue_trial(setup.space.extreme_params(which), user_attrs={"seeded": which})
     if study.metric_names is None:  # optuna-dashboard and the optuna CLI label the objectives
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -125,7 +133,7 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
     study.set_user_attr(
         STUDY_ATTR, setup.identity | {"supernet_path": str(trained.path.resolve()), "supernet": meta}
     )
-    supernet = trained.net.cpu()  # candidates are scored where their latency is measured
+    supernet = trained.net  # candidates are scored on the training device (batched, like training)
     executor = instantiate("executor", cfg.executor)
     if executor.n_workers > 1:
         console.print(f"{executor.n_workers} workers ({executor.name}) share the study.")
@@ -149,6 +157,8 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
         f"(latency: {sources['measured']} measured, {sources['table']} from the latency table, "
         f"{sources['computed']} computed)."
     )
+    if setup.data.test is not None:
+        test_front(study, supernet, setup.data.test, console)
     rows = print_pareto(study, console)
     if checks_itself(setup.profiler):
         cache = LatencyCache(cfg.storage)
@@ -160,6 +170,25 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
     written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
     console.print(f"Pareto front written to {written}")
     return 0
+
+
+def test_front(study: optuna.Study, supernet: Any, test: ImageData, console: Console) -> None:
+    """Top-1 of every Pareto-front member on the dataset's own test/val split (inherited weights),
+    recorded in the study attribute ``test_top1`` (trial number -> %): the final figures, never
+    used by the search (finished trials cannot take new attributes)."""
+    scores: dict[str, float] = dict(study.user_attrs.get(TEST_ATTR, {}))
+    todo = [t for t in study.best_trials if str(t.number) not in scores]
+    if not todo:
+        return
+    images = test.subset(torch.arange(len(test)))  # decoded once if streamed
+    with console.status(f"Scoring {len(todo)} front members on {test.name} ({len(test)} images)"):
+        for t in todo:
+            with computing():
+                arch = trial_arch(t)
+                scores[str(t.number)] = evaluate(
+                    supernet, arch, images.images, images.labels, batch_size=TEST_BATCH
+                )
+    study.set_user_attr(TEST_ATTR, scores)
 
 
 class _Progress:

@@ -5,7 +5,6 @@ executor in this process, a worker process, a Ray task), this is the one loop th
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections import Counter
@@ -22,12 +21,14 @@ from latency_models.hardware import fingerprint
 from latency_models.lock import computing
 from nas.config import instantiate
 from nas.search.setup import Setup
-from nas.study import LockedSampler, completed, objective_value, open_storage
+from nas.study import LockedSampler, objective_value, open_storage
 from nas.train import activation_sparsity, evaluate, train_supernet
 
 DONE, STOPPED = 0, 3  # worker exit statuses: n_trials reached; too many failures in a row
 SAMPLER_SEED_STRIDE = 7919  # a prime: workers (and reruns) of one study draw different seeds
-VALIDATION_BATCH = 200  # images per scoring step: a waiting measurement gets the machine within one
+# Images per scoring step: on a CPU a waiting measurement gets the machine within one step; a GPU
+# is kept busy by large batches (scoring holds the lock shared for each batch either way).
+VALIDATION_BATCH = {"cpu": 200, "cuda": 2048}
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
@@ -65,7 +66,7 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
     if supernet is None:  # a worker process: the driver trained it, so this loads it from cache_dir
         args = (setup.space, setup.space_config, setup.data, setup.train_idx, setup.val_idx, setup.split)
         trained = train_supernet(*args, setup.recipe, cfg.cache_dir, device=cfg.device, progress=False)
-        supernet = trained.net.cpu()
+        supernet = trained.net
     seed = cfg.seed + len(study.trials) + SAMPLER_SEED_STRIDE * worker
     study.sampler = LockedSampler(instantiate("sampler", cfg.sampler, seed=seed))
     objective = Objective(setup, supernet, study, worker)
@@ -97,25 +98,17 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
         storage.engine.dispose()
 
 
-@dataclasses.dataclass
-class _Done:
-    """What a scored trial recorded, for a repeat suggestion of its architecture."""
-
-    user_attrs: dict[str, Any]
-    values: tuple[float, ...]
-    number: int
-
-
 class Objective:
     """Scores one trial: inherited top-1 on the validation split, and measured latency."""
 
     def __init__(self, setup: Setup, supernet: Any, study: optuna.Study, worker: int = 0) -> None:
         self.setup, self.supernet, self.study, self.worker = setup, supernet, study, worker
         self.cache = LatencyCache(setup.cfg.storage)
-        self.val_images = setup.data.images[setup.val_idx]
-        self.val_labels = setup.data.labels[setup.val_idx]
-        # Architectures already scored in this study: a repeat suggestion reuses the figures.
-        self.seen = {t.user_attrs["arch_key"]: t for t in completed(study) if "arch_key" in t.user_attrs}
+        self.batch_size = VALIDATION_BATCH.get(
+            next(supernet.parameters()).device.type, VALIDATION_BATCH["cpu"]
+        )
+        val = setup.data.subset(setup.val_idx)  # decoded once when the data is streamed
+        self.val_images, self.val_labels = val.images, val.labels
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """The trial's objective values; any failure is recorded as its ``fail_reason``."""
@@ -137,11 +130,12 @@ class Objective:
             arch = self.setup.space.suggest(trial)
             key = arch.key()
             trial.set_user_attr("arch_key", key)  # now, so other workers see what this one scores
-        earlier = self.seen.get(key) or self._elsewhere(trial, key)
-        if earlier is not None:
+        earlier = self._elsewhere(trial, key)  # also prunes a trial beyond the quota
+        if earlier is not None:  # a repeat suggestion: the figures of the trial that scored it
             with computing():
                 for name, value in earlier.user_attrs.items():
-                    trial.set_user_attr(name, value)
+                    if name not in ("seeded", "reused_from"):
+                        trial.set_user_attr(name, value)
                 trial.set_user_attr("reused_from", earlier.number)
                 trial.set_user_attr("worker", self.worker)
             return tuple(earlier.values)
@@ -154,7 +148,7 @@ class Objective:
                 None,
                 self.val_images,
                 self.val_labels,
-                batch_size=VALIDATION_BATCH,
+                batch_size=self.batch_size,
                 each_batch=computing,
             )
             with computing():
@@ -200,13 +194,12 @@ class Objective:
                 trial.set_user_attr(name, value)
         if not (top1 == top1 and latency.median == latency.median):  # NaN
             raise ValueError("NaN score or latency")
-        values = tuple(objective_value(attrs, name) for name in self.setup.objectives)
-        self.seen[key] = _Done(attrs, values, trial.number)
-        return values
+        return tuple(objective_value(attrs, name) for name in self.setup.objectives)
 
     def _elsewhere(self, trial: optuna.Trial, key: str) -> Any:
-        """A trial of another worker that scored (or is scoring) this architecture: its figures
-        are reused, so nothing is evaluated twice. Raises TrialPruned for a surplus trial."""
+        """A trial (of any worker or run) that scored, or is scoring, this architecture: its
+        figures are reused, so nothing is evaluated twice. Raises TrialPruned for a trial beyond
+        the quota (several workers asked at once)."""
         beat = time.monotonic()
         while True:
             with computing():

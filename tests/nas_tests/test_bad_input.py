@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import run_in_process
 
@@ -80,6 +81,8 @@ def inputs(tmp_path_factory, tiny_study) -> Path:
     # image folders: one class with a file that is not an image; one with no class folders
     (root / "images_corrupt" / "shirt").mkdir(parents=True)
     (root / "images_corrupt" / "shirt" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (root / "images_corrupt" / "trouser").mkdir()
+    Image.new("L", (28, 28), 128).save(root / "images_corrupt" / "trouser" / "fine.png")
     (root / "images_no_classes").mkdir()
     (root / "images_no_classes" / "readme.txt").write_text("no class folders here\n")
     # Fashion-MNIST whose files are truncated
@@ -135,9 +138,12 @@ CASES = [
     (["search", "+space=tiny", "n_trials"], ["n_trials"]),
     (["search", "+space=tiny", "n_trials=[1"], ["n_trials"]),
     # --- search: the space
-    (["search"], ["space", "+space=NAME", "tiny, vit"]),
+    (["search"], ["space", "+space=NAME", "tiny, vit, vit_gpu"]),
     (["search", "space=tiny"], ["+space=NAME"]),
-    (["search", "+space=hexagon"], ["unknown space 'hexagon'", "valid: hybrid, tiny, vit"]),
+    (
+        ["search", "+space=hexagon"],
+        ["unknown space 'hexagon'", "valid: hybrid, hybrid_gpu, tiny, vit, vit_gpu"],
+    ),
     (["search", "+space=tiny", "space.patch_size=[5]"], ["space.patch_size", "does not divide", "tiny.yaml"]),
     (["search", "+space=tiny", "space.patch_size=7"], ["space.patch_size", "list"]),
     (["search", "+space=tiny", "space.attention=[softmax,flash]"], ["space.attention", "'flash'"]),

@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make search   installs into .venv (once) and runs `nas search +space=vit` on the embedded data
+#   make search   installs into .venv (once) and runs `nas search +space=hybrid` on the embedded data
 #   make test     installs into .venv (once) and runs the test suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 search: $(STAMP)
-	$(VENV)/bin/nas search +space=vit
+	$(VENV)/bin/nas search +space=hybrid
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

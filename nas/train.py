@@ -46,7 +46,7 @@ STATS_SAMPLE = 10_000  # streamed data: images that give the normalisation stati
 
 @dataclass(frozen=True)
 class Recipe:
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -189,6 +189,13 @@ def run_in_process(*args: str, cwd: Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def nas_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``run_in_process`` with ``run_nas``'s result type, for tests that check what a command
+    does rather than the process around it."""
+    code, out, err = run_in_process(*args, cwd=cwd)
+    return subprocess.CompletedProcess(["nas", *args], code, out, err)
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
     """A folder holding a real study of the tiny space (``nas.db``, 4 measured trials) and its

@@ -13,7 +13,7 @@ from latency_models import create_profiler
 from latency_models.blocks import decompose
 from latency_models.predictor import Predictor, PredictorProfiler, space_blocks
 from search_spaces.layers import build_model
-from tests.conftest import run_nas
+from tests.conftest import nas_in_process as run_nas
 
 
 def _space(name):

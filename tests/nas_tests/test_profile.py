@@ -25,9 +25,10 @@ def test_profile_an_arch_file(tmp_path, tiny_space, tiny_study):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.yaml"]  # no database created
 
     shutil.copy(tiny_study / "nas.db", tmp_path / "nas.db")
-    first = run_nas("profile", "arch=arch.yaml", *FAST, cwd=tmp_path)
+    fresh = ["profiler.runs=11", "profiler.warmup=2"]  # settings the study (which has it) did not use
+    first = run_nas("profile", "arch=arch.yaml", *fresh, cwd=tmp_path)
     assert first.returncode == 0 and "measured now" in first.stdout, first.stderr
-    again = run_nas("profile", "arch=arch.yaml", *FAST, cwd=tmp_path)
+    again = run_nas("profile", "arch=arch.yaml", *fresh, cwd=tmp_path)
     assert again.returncode == 0 and "latency table in sqlite:///nas.db" in again.stdout
     torch_cpu = ["profiler=torch", "profiler.device=cpu"]
     cpu_torch = run_nas("profile", "arch=arch.yaml", *torch_cpu, *FAST, cwd=tmp_path)

@@ -8,14 +8,14 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import run_nas
+from tests.conftest import nas_in_process, run_nas
 
 FAST = ["+space=tiny", "supernet.epochs=2", "profiler.runs=10", "profiler.warmup=2"]
 
 
 @pytest.mark.slow
 def test_search_resume_top_up_and_export(tmp_path):
-    first = run_nas("search", *FAST, "n_trials=8", cwd=tmp_path)
+    first = nas_in_process("search", *FAST, "n_trials=8", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Supernet trained" in first.stdout and "Pareto front" in first.stdout
     assert (tmp_path / "tiny-fashion_mnist_6k_pareto.csv").exists()
@@ -35,12 +35,12 @@ def test_search_resume_top_up_and_export(tmp_path):
     assert 0 <= t.values[0] <= 100 and t.user_attrs["top1"] == t.values[0]
     assert study.user_attrs["nas"]["supernet"]["largest_top1"] > 10  # learned something
 
-    again = run_nas("search", *FAST, "n_trials=8", cwd=tmp_path)
+    again = nas_in_process("search", *FAST, "n_trials=8", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "is complete" in again.stdout
     assert len(study.get_trials()) == 8  # no new trial, not even a failed one
 
-    more = run_nas("search", *FAST, "n_trials=11", cwd=tmp_path)
+    more = nas_in_process("search", *FAST, "n_trials=11", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
     assert "Supernet reused" in more.stdout
     assert checkpoint.stat().st_mtime_ns == trained_at  # not retrained
@@ -48,13 +48,13 @@ def test_search_resume_top_up_and_export(tmp_path):
     assert len(complete) == 11 and len(study.get_trials()) == 11
 
     # A changed recipe would make figures incomparable: refused, nothing written.
-    changed = run_nas("search", "+space=tiny", "supernet.epochs=3", "n_trials=12", cwd=tmp_path)
+    changed = nas_in_process("search", "+space=tiny", "supernet.epochs=3", "n_trials=12", cwd=tmp_path)
     assert changed.returncode == 2 and "supernet_key" in changed.stderr
     assert len(study.get_trials()) == 11
 
     fastest = min(complete, key=lambda t: t.values[1])
     budget = sorted(t.values[1] for t in complete)[len(complete) // 2]
-    exported = run_nas("export", f"latency_budget_ms={budget}", "out_dir=out", cwd=tmp_path)
+    exported = nas_in_process("export", f"latency_budget_ms={budget}", "out_dir=out", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "max abs diff" in exported.stdout
     within = [t for t in complete if t.values[1] <= budget]
@@ -64,11 +64,11 @@ def test_search_resume_top_up_and_export(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
     assert session.get_inputs()[0].name == "images"
 
-    by_number = run_nas("export", f"trial={fastest.number}", cwd=tmp_path)
+    by_number = nas_in_process("export", f"trial={fastest.number}", cwd=tmp_path)
     assert by_number.returncode == 0, by_number.stderr
     assert (tmp_path / "export" / f"tiny-fashion_mnist_6k-trial{fastest.number}" / "model.onnx").exists()
 
-    too_tight = run_nas("export", f"latency_budget_ms={fastest.values[1] / 10}", cwd=tmp_path)
+    too_tight = nas_in_process("export", f"latency_budget_ms={fastest.values[1] / 10}", cwd=tmp_path)
     assert too_tight.returncode == 2
     assert f"fastest is trial {fastest.number}" in too_tight.stderr
 
@@ -94,7 +94,7 @@ activation: [relu]
 def test_user_space_from_config_dir_and_repeated_architectures_are_not_re_evaluated(tmp_path):
     (tmp_path / "myconf" / "space").mkdir(parents=True)
     (tmp_path / "myconf" / "space" / "single.yaml").write_text(ONE_MEMBER_SPACE)
-    result = run_nas(
+    result = nas_in_process(
         "search",
         "+space=single",
         "--config-dir",
@@ -217,7 +217,7 @@ mlp_sparsity: [0.5, 0.75]
 def test_sparsity_aware_three_objective_search(tmp_path):
     (tmp_path / "conf" / "space").mkdir(parents=True)
     (tmp_path / "conf" / "space" / "sparse_tiny.yaml").write_text(SPARSE_TINY)
-    result = run_nas(
+    result = nas_in_process(
         "search",
         "+space=sparse_tiny",
         "--config-dir",
@@ -246,7 +246,7 @@ def test_sparsity_aware_three_objective_search(tmp_path):
 
 def test_hybrid_space_searches_resumes_and_exports(tmp_path):
     args = ["+space=hybrid", "supernet.epochs=1", "n_trials=6", "profiler.runs=5", "profiler.warmup=2"]
-    result = run_nas("search", *args, cwd=tmp_path)
+    result = nas_in_process("search", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="hybrid-fashion_mnist_6k", storage=f"sqlite:///{tmp_path}/nas.db")
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -256,10 +256,10 @@ def test_hybrid_space_searches_resumes_and_exports(tmp_path):
         assert len(stages) == 3 and stages[0]["attention_blocks"] == []  # 14x14: conv only
         assert 1 <= len(stages[2]["attention_blocks"]) <= 2
         assert 0 <= t.user_attrs["activation_sparsity"] < 1 and t.user_attrs["params"] > 0
-    assert "is complete" in run_nas("search", *args, cwd=tmp_path).stdout
+    assert "is complete" in nas_in_process("search", *args, cwd=tmp_path).stdout
 
     best = max(trials, key=lambda t: t.values[0])
-    exported = run_nas("export", *args, f"trial={best.number}", "out_dir=out", cwd=tmp_path)
+    exported = nas_in_process("export", *args, f"trial={best.number}", "out_dir=out", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "onnx.checker passed" in exported.stdout
     assert yaml.safe_load((tmp_path / "out" / "arch.yaml").read_text()) == best.user_attrs["arch"]

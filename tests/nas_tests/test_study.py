@@ -60,3 +60,48 @@ def test_locked_sampler_waits_for_a_measurement(tmp_path, monkeypatch):
     ended, sampled = _while_measuring(tmp_path, lambda: study.ask().suggest_float("x", 0, 1))
     assert sampled >= ended
     assert str(sampler) == "TPESampler" and sampler._n_startup_trials == 2  # passed through
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_a_running_trial_without_any_heartbeat_is_failed_and_retried(tmp_path, locked):
+    """A worker killed between starting a trial and its first heartbeat: Optuna never fails such
+    a trial, and a search would wait for it for ever. Ours beats as the trial starts, and fails a
+    silent one after a grace (here its start is moved back instead of sleeping)."""
+    import datetime
+
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    from nas.search.worker import fail_stale_trials
+    from nas.study import NO_HEARTBEAT_GRACE_S
+
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_s=1, locked=locked)
+    study = optuna.create_study(study_name="s", storage=storage)
+    started = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    with storage.engine.connect() as connection:  # the start beat is written with the trial
+        assert (
+            connection.execute(sa.select(sa.func.count()).select_from(models.TrialHeartbeatModel)).scalar()
+            == 1
+        )
+    study.tell(started, 0.5)
+
+    # A trial whose process died before any heartbeat (the plain RDBStorage writes none).
+    study.enqueue_trial({"x": 0.25})
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert optuna.storages.RDBStorage.set_trial_state_values(
+        storage, waiting._trial_id, optuna.trial.TrialState.RUNNING
+    )
+    assert fail_stale_trials(study) == []  # within the grace: it may still be starting
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        seconds=2 * NO_HEARTBEAT_GRACE_S + 60
+    )
+    with storage.engine.begin() as connection:
+        connection.execute(
+            sa.update(models.TrialModel.__table__)
+            .where(models.TrialModel.__table__.c.trial_id == waiting._trial_id)
+            .values(datetime_start=long_ago.replace(tzinfo=None))
+        )
+    assert fail_stale_trials(study) == [waiting.number]
+    (retried,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # enqueued again
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retried) == waiting.number
+    storage.engine.dispose()

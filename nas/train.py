@@ -56,6 +56,11 @@ class Recipe:
     distill: bool = False  # True: smaller members learn from the largest's soft predictions
     translate: int = 0  # augmentation: shift each image by up to this many pixels (0: none)
     flip: bool = False  # augmentation: mirror half of the images left-right
+    # Random members drawn from a pool of this many architectures, drawn again every
+    # ``pool_epochs`` epochs (0: fresh members every step). A pool lets CUDA graphs be reused.
+    member_pool: int = 0
+    pool_epochs: int = 1
+    cuda_graphs: bool = False  # CUDA: each member's forward + backward replayed as a CUDA graph
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,6 +74,12 @@ class Recipe:
             ("num_random", self.num_random >= 0, ">= 0"),
             ("translate", self.translate >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            (
+                "member_pool",
+                self.member_pool == 0 or self.member_pool >= self.num_random,
+                ">= num_random, or 0",
+            ),
+            ("pool_epochs", self.pool_epochs >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
         ):
             if not ok:
@@ -88,9 +99,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# Recipe fields added later: left out of the cache key at these values, so supernets trained
+# before they existed are still found.
+_LATER_FIELDS = {"member_pool": 0, "pool_epochs": 1, "cuda_graphs": False}
+
+
 def supernet_key(space_config: dict[str, Any], data: ImageData, split: dict, recipe: Recipe) -> str:
+    fields = {k: v for k, v in asdict(recipe).items() if _LATER_FIELDS.get(k, object()) != v}
     blob = json.dumps(
-        {"space": space_config, "data": data.fingerprint(), "split": split, "recipe": asdict(recipe)},
+        {"space": space_config, "data": data.fingerprint(), "split": split, "recipe": fields},
         sort_keys=True,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -161,6 +178,70 @@ def _busy_share(profile: torch.profiler.profile, seconds: float) -> float:
     return round(min(1.0, busy_us / 1e6 / seconds), 3) if seconds > 0 else 0.0
 
 
+class _Member(torch.nn.Module):
+    """One member of the supernet as a module of its own (its parameters: all shared ones), so
+    that torch.cuda.make_graphed_callables can capture its forward and backward."""
+
+    def __init__(self, net: Supernet, arch: Arch) -> None:
+        super().__init__()
+        self.net, self.arch = net, arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):  # graphs: no cache
+            return self.net(x, self.arch).float()
+
+
+class MemberGraphs:
+    """Each member's forward + backward captured once as CUDA graphs and replayed: a member of a
+    small supernet launches hundreds to thousands of small kernels, and launching them one by one
+    from Python, not running them, is what a training step costs on a GPU. Each graph has its own
+    memory pool (members replay in any order, so pools cannot be shared): a member is graphed only
+    while the GPU keeps room for twice the largest pool seen so far and ``reserve`` of its memory;
+    the others run eagerly (a large space at a large batch graphs fewer members)."""
+
+    def __init__(self, reserve: float = 0.2) -> None:
+        self.graphed: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self.reserve, self.largest_pool = reserve, 0
+
+    def capture(self, net: Supernet, archs: list[Arch], x: torch.Tensor) -> None:
+        """Graphs for ``archs`` (a batch like ``x``), releasing any others. Call it before a
+        step's first forward: a capture must not overlap a live autograd graph of the same
+        parameters. Capturing runs each new member's forward and backward a few times without
+        touching the gradients (BatchNorm statistics do see those batches)."""
+        wanted = {arch.key(): arch for arch in archs}
+        for key in [k for k in self.graphed if k not in wanted]:
+            del self.graphed[key]
+        for key, arch in wanted.items():
+            if key in self.graphed:
+                continue
+            free, total = torch.cuda.mem_get_info(x.device)
+            if free < 2 * self.largest_pool + self.reserve * total:
+                continue  # runs eagerly
+            before = torch.cuda.memory_reserved(x.device)
+            self.graphed[key] = torch.cuda.make_graphed_callables(
+                _Member(net, arch), (x,), allow_unused_input=True
+            )
+            self.largest_pool = max(self.largest_pool, torch.cuda.memory_reserved(x.device) - before)
+
+    def get(self, arch: Arch) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self.graphed.get(arch.key())
+
+
+def member_pool(space: SearchSpace, recipe: Recipe, epoch: int, exclude: list[Arch]) -> list[Arch]:
+    """The pool random members are drawn from in ``epoch``: ``recipe.member_pool`` distinct
+    architectures (not the extremes), seeded by (seed, epoch // pool_epochs), so reruns repeat it."""
+    rng = random.Random(recipe.seed * EPOCH_SEED_STRIDE + epoch // recipe.pool_epochs + 7)
+    pool, keys = [], {arch.key() for arch in exclude}
+    for _ in range(50 * recipe.member_pool):
+        if len(pool) == recipe.member_pool:
+            break
+        arch = space.sample(rng)
+        if arch.key() not in keys:
+            keys.add(arch.key())
+            pool.append(arch)
+    return pool
+
+
 def train_supernet(
     space: SearchSpace,
     space_config: dict[str, Any],
@@ -223,6 +304,19 @@ def train_supernet(
 
     largest, smallest = space.largest(), space.smallest()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    graphs = MemberGraphs() if recipe.cuda_graphs and dev.type == "cuda" else None
+    current_pool: dict[int, list[Arch]] = {}
+
+    def pools(epoch: int, x: torch.Tensor) -> list[Arch]:
+        """This epoch's pool of random members (drawn, and graphed, when it changes)."""
+        if epoch not in current_pool:
+            pool = member_pool(space, recipe, epoch, [largest, smallest]) if recipe.member_pool else []
+            if graphs is not None:  # members already graphed are kept as they are
+                graphs.capture(net, [largest, smallest, *pool], x)
+            current_pool.clear()
+            current_pool[epoch] = pool
+        return current_pool[epoch]
+
     net.train()
     columns = [
         TextColumn("supernet"),
@@ -252,12 +346,21 @@ def train_supernet(
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
         rng = random.Random(recipe.seed * STEP_SEED_STRIDE + step)  # same members on every rerun
-        members = [largest, smallest] + [space.sample(rng) for _ in range(recipe.num_random)]
+        pool = pools(step // steps_per_epoch, x)
+        if recipe.member_pool:  # distinct members: a graph's outputs are overwritten by its replay
+            randoms = rng.sample(pool, min(recipe.num_random, len(pool)))
+        else:
+            randoms = [space.sample(rng) for _ in range(recipe.num_random)]
+        members = [largest, smallest] + randoms
         optimizer.zero_grad(set_to_none=True)
         soft_targets = first_loss = None
         for i, arch in enumerate(members):
-            with autocast:
-                logits = net(x, arch)
+            graphed = graphs.get(arch) if graphs is not None else None
+            if graphed is not None:
+                logits = graphed(x)
+            else:
+                with autocast:
+                    logits = net(x, arch)
             if i == 0 or not recipe.distill:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 if i == 0:
@@ -324,6 +427,7 @@ def train_supernet(
         "batch_size": batch_size,
         "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,
         "gpu_busy_share": busy,
+        "graphed_members": len(graphs.graphed) if graphs is not None else 0,
         "largest_top1": evaluate(net, largest, val.images, val.labels),
         "smallest_top1": evaluate(net, smallest, val.images, val.labels),
     }

@@ -64,3 +64,42 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(final["model"][name], tensor, rtol=1e-4, atol=1e-5)
     assert not partial.exists()
+
+
+def test_member_pool_is_seeded_distinct_and_redrawn_every_pool_epochs():
+    from benchmarks._harness import load_space
+    from nas.train import Recipe, member_pool
+
+    space = load_space("vit")
+    extremes = [space.largest(), space.smallest()]
+    recipe = Recipe(member_pool=6, pool_epochs=3)
+    pools = [[a.key() for a in member_pool(space, recipe, epoch, extremes)] for epoch in range(7)]
+    assert all(len(p) == len(set(p)) == 6 for p in pools)
+    assert not {a.key() for a in extremes} & set(sum(pools, []))
+    assert pools[0] == pools[1] == pools[2] != pools[3] == pools[5] != pools[6]
+    assert pools[4] == [a.key() for a in member_pool(space, recipe, 4, extremes)]  # a rerun repeats it
+    with pytest.raises(ValueError, match="supernet.member_pool"):
+        Recipe(member_pool=1, num_random=2)
+
+
+def test_recipe_fields_added_later_keep_the_cache_key_at_their_defaults():
+    """Supernets trained before member_pool / cuda_graphs existed are still found in the cache."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from nas.data import ImageData
+    from nas.train import Recipe, supernet_key
+
+    data = ImageData("d", torch.arange(4) % 2, 2, 1, 8, images=torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
+    recipe = Recipe()
+    old = {
+        k: v
+        for k, v in dataclasses.asdict(recipe).items()
+        if k not in ("member_pool", "pool_epochs", "cuda_graphs")
+    }
+    blob = json.dumps(
+        {"space": {"s": 1}, "data": data.fingerprint(), "split": {}, "recipe": old}, sort_keys=True
+    )
+    assert supernet_key({"s": 1}, data, {}, recipe) == hashlib.sha1(blob.encode()).hexdigest()[:12]
+    assert supernet_key({"s": 1}, data, {}, Recipe(member_pool=4)) != supernet_key({"s": 1}, data, {}, recipe)

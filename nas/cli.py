@@ -21,6 +21,9 @@ commands:
                nas export latency_budget_ms=0.5      (or trial=12)
   spaces     list the search spaces, their axes and number of members
                nas spaces
+  train      train a found model or a timm baseline on its own (timm's training utilities)
+               nas train trial=12 [init=inherit]   (or front=true, latency_budget_ms=X,
+               arch=export/vit-trial12/arch.yaml, timm=resnet18) [retrain.epochs=30]
   dashboard  serve optuna-dashboard on the study storage
                nas dashboard [port=8080]
   profile    measure one architecture and print its latency statistics
@@ -37,7 +40,8 @@ options:
 keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, device, cache_dir,
   dataset=embedded|fashion_mnist|cifar10|imagefolder, sampler=random|tpe|nsga2,
   profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet.<recipe key>, trial,
-  latency_budget_ms, out_dir, overwrite, arch, n_samples, predictor, host, port
+  latency_budget_ms, out_dir, overwrite, arch, front, timm, timm_kwargs, init, retrain.<recipe key>,
+  n_samples, predictor, host, port
 """
 
 
@@ -127,6 +131,12 @@ def _latency(cfg, config_dirs, console, action: str) -> int:
     return {"fit": run_fit, "eval": run_eval}[action](cfg, config_dirs, console)
 
 
+def _train(cfg, config_dirs, console) -> int:
+    from nas.retrain import run_train
+
+    return run_train(cfg, config_dirs, console)
+
+
 COMMANDS: dict[str, Callable] = {
     "search": _search,
     "export": _export,
@@ -134,6 +144,7 @@ COMMANDS: dict[str, Callable] = {
     "dashboard": _dashboard,
     "profile": _profile,
     "latency": _latency,
+    "train": _train,
 }
 SUBCOMMANDS = {"latency": ("fit", "eval")}
 

@@ -32,6 +32,28 @@ from nas.study import (
 TOLERANCE = 1e-4
 
 
+def inherited_model(info: dict[str, Any], study_name: str, chosen: FrozenTrial) -> torch.nn.Module:
+    """The trial's architecture with its weights from the study's trained supernet (CPU)."""
+    arch = trial_arch(chosen)
+    supernet_path = Path(info.get("supernet_path", ""))
+    if not supernet_path.is_file():
+        raise UserError(
+            f"supernet checkpoint {str(supernet_path)!r} of study {study_name!r} is missing; "
+            "rerun the study's nas search command to rebuild it"
+        )
+    # The stored params must rebuild the stored architecture: guards against a changed space.
+    from hydra.utils import instantiate
+
+    space = instantiate(
+        info["space"], image_size=arch.image_size, in_channels=arch.in_channels, num_classes=arch.num_classes
+    )
+    if space.from_params(chosen.params) != arch:
+        raise UserError(f"trial {chosen.number}: its params no longer rebuild its architecture")
+    supernet = space.make_supernet()
+    supernet.load_state_dict(torch.load(supernet_path, map_location="cpu", weights_only=False)["model"])
+    return supernet.extract(arch)
+
+
 def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> FrozenTrial:
 
     done = completed(study)
@@ -61,7 +83,7 @@ def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> F
 
 
 MANIFEST = "export.json"  # marks a folder as a nas export: what it holds and where it came from
-EXPORT_FILES = ("model.onnx", "arch.yaml", MANIFEST)
+EXPORT_FILES = ("model.onnx", "arch.yaml", "model.pt", MANIFEST)
 
 
 def previous_export(folder: Path) -> dict[str, Any] | None:
@@ -173,22 +195,7 @@ def run_export(cfg, console) -> int:
     protected = {"study database": database} if database is not None else {}
     protected |= {"cache folder": Path(cfg.cache_dir), "supernet": supernet_path}
     check_out_dir(out_dir, cfg.overwrite, protected)
-    if not supernet_path.is_file():
-        raise UserError(
-            f"supernet checkpoint {str(supernet_path)!r} of study {study_name!r} is missing; "
-            "rerun the study's nas search command to rebuild it"
-        )
-    # The stored params must rebuild the stored architecture: guards against a changed space.
-    from hydra.utils import instantiate
-
-    space = instantiate(
-        info["space"], image_size=arch.image_size, in_channels=arch.in_channels, num_classes=arch.num_classes
-    )
-    if space.from_params(chosen.params) != arch:
-        raise UserError(f"trial {chosen.number}: its params no longer rebuild its architecture")
-    supernet = space.make_supernet()
-    supernet.load_state_dict(torch.load(supernet_path, map_location="cpu", weights_only=False)["model"])
-    model = supernet.extract(arch)
+    model = inherited_model(info, study_name, chosen)
 
     # Written beside the target in a hidden folder, then moved into place: an interrupted
     # export leaves no partial folder, and nothing but a previous export is ever replaced.
@@ -218,6 +225,7 @@ def run_export(cfg, console) -> int:
             "# input 'images': float32 (batch, C, H, W) in [0, 1]; output 'logits'\n"
         )
         (staging / "arch.yaml").write_text(header + arch.to_yaml())
+        torch.save(model.state_dict(), staging / "model.pt")  # for nas.timm_models (timm.create_model)
         manifest = {
             "nas_export": 1,
             "study": study_name,
@@ -228,7 +236,7 @@ def run_export(cfg, console) -> int:
             "latency": chosen.user_attrs["latency"],
             "profiler": chosen.user_attrs["profiler"],
             "max_abs_diff_ort_vs_torch": max_diff,
-            "files": list(EXPORT_FILES[:2]),
+            "files": list(EXPORT_FILES[:3]),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(staging, target)

@@ -56,6 +56,11 @@ class NasConfig(BaseModel):
     # nas latency fit / eval
     n_samples: Annotated[int, Field(ge=1)]
     predictor: str | None = Field(default=None, min_length=1)
+    # nas train
+    front: bool = False
+    timm: str | None = Field(default=None, min_length=1)
+    timm_kwargs: dict[str, Any] | None = None
+    init: Literal["scratch", "inherit"] = "scratch"
     # nas dashboard
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -65,6 +70,7 @@ class NasConfig(BaseModel):
     profiler: dict[str, Any]
     supernet: dict[str, Any]
     executor: dict[str, Any]
+    retrain: dict[str, Any]
     space: dict[str, Any] | None = None
 
     @field_validator("objectives")
@@ -82,7 +88,7 @@ class NasConfig(BaseModel):
         return value
 
 
-GROUP_KEYS = ("dataset", "sampler", "profiler", "supernet", "executor", "space")
+GROUP_KEYS = ("dataset", "sampler", "profiler", "supernet", "executor", "retrain", "space")
 
 
 def check_config(config: dict[str, Any], skip_groups: tuple[str, ...] = ("space",)) -> dict[str, Any]:

@@ -172,6 +172,17 @@ def evaluate(
     return 100.0 * correct.item() / max(1, len(images))
 
 
+def channel_stats(data: ImageData, train_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the training images in [0, 1] (of a seeded sample of
+    ``STATS_SAMPLE`` images when the data is streamed)."""
+    if data.streamed:
+        sample = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))]
+        stats = data.subset(sample[:STATS_SAMPLE].sort().values).images.float().div_(255)
+    else:
+        stats = data.images[train_idx].float().div_(255)
+    return stats.mean(dim=(0, 2, 3)), stats.std(dim=(0, 2, 3))
+
+
 def _busy_share(profile: torch.profiler.profile, seconds: float) -> float:
     """Share of ``seconds`` of wall time during which the GPU ran kernels (from a profiler trace)."""
     busy_us = sum(event.self_device_time_total for event in profile.key_averages())
@@ -274,16 +285,12 @@ def train_supernet(
         net.load_state_dict(saved["model"])
         return TrainedSupernet(net.to(dev), final, saved["meta"], reused=True)
 
-    if data.streamed:  # statistics from a seeded sample, indices into the whole dataset
-        sample = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))]
-        stats = data.subset(sample[:STATS_SAMPLE].sort().values).images.float().div_(255)
+    if data.streamed:  # indices into the whole dataset
         source, indices = data, train_idx
     else:  # the training split on the device once; batches are slices of it
-        stats = data.images[train_idx].float().div_(255)
         source = data.subset(train_idx).to(dev)
         indices = torch.arange(len(train_idx))
-    net.set_normalization(stats.mean(dim=(0, 2, 3)), stats.std(dim=(0, 2, 3)))
-    del stats
+    net.set_normalization(*channel_stats(data, train_idx))
     net.to(dev)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in net.named_parameters() if not (p.dim() > 1 and "pos_embed" not in n)]

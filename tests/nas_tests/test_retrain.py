@@ -1,0 +1,203 @@
+"""``nas train``: a study's trial, an exported arch.yaml and a timm model trained on their own
+with timm's utilities (real study, real data, real timm); results recorded with the study; a
+killed run resumes and ends where an uninterrupted one ends; found models through
+timm.create_model match their exported ONNX."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from tests.conftest import REPO, run_in_process
+
+QUICK = ["retrain.epochs=1", "retrain.warmup_epochs=0", "retrain.batch_size=256", "progress=false"]
+
+
+@pytest.fixture
+def study_copy(tiny_study, tmp_path):
+    """A writable copy of the session's tiny study (its supernet path points into the original
+    cache, which these tests only read)."""
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    return folder
+
+
+def _records(folder, prefix):
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{folder}/nas.db")
+    return {k: v for k, v in study.user_attrs.items() if k.startswith(prefix)}
+
+
+def test_train_a_trial_from_scratch_and_inherited_an_arch_yaml_and_a_timm_model(study_copy):
+    code, out, err = run_in_process("train", "trial=0", *QUICK, cwd=study_copy)
+    assert code == 0, out + err
+    code, out_inherit, err = run_in_process("train", "trial=0", "init=inherit", *QUICK, cwd=study_copy)
+    assert code == 0, out_inherit + err
+    records = _records(study_copy, "retrained:0:")
+    assert {r["init"] for r in records.values()} == {"scratch", "inherit"}
+    for record in records.values():
+        assert record["epochs"] == 1 and 0 <= record["val_top1"] <= 100 and record["params"] > 0
+        assert record["recipe"]["opt"] == "adamw" and record["kind"] == "trial"
+    assert "trial 0" in out and "inherited" in out  # the table shows the inherited figure beside
+
+    code, out, err = run_in_process("export", "trial=0", "out_dir=exported", cwd=study_copy)
+    assert code == 0, out + err
+    code, out, err = run_in_process("train", "arch=exported/arch.yaml", *QUICK, cwd=study_copy)
+    assert code == 0, out + err
+    assert len(_records(study_copy, "retrained:arch-")) == 1
+
+    code, out, err = run_in_process(
+        "train", "timm=test_vit", "timm_kwargs={patch_size: 4}", *QUICK, cwd=study_copy
+    )
+    assert code == 0, out + err
+    (baseline,) = _records(study_copy, "baseline:test_vit:").values()
+    assert baseline["kind"] == "baseline" and baseline["epochs"] == 1
+    # The same command again finds the finished result instead of training again.
+    code, out, err = run_in_process(
+        "train", "timm=test_vit", "timm_kwargs={patch_size: 4}", *QUICK, cwd=study_copy
+    )
+    assert code == 0 and "(cached)" in out, out + err
+
+
+def test_inherit_starts_from_the_supernet_weights(study_copy):
+    """init=inherit trains the very model the search scored: before any step its top-1 on the
+    validation split is the trial's recorded (inherited) top-1."""
+    from nas.config import compose, instantiate
+    from nas.export import inherited_model
+    from nas.study import STUDY_ATTR, top1
+    from nas.train import evaluate
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{study_copy}/nas.db")
+    trial = study.trials[0]
+    model = inherited_model(study.user_attrs[STUDY_ATTR], study.study_name, trial)
+    cfg = compose([])
+    dataset = instantiate("dataset", cfg.dataset)
+    data = dataset.load()
+    _, val_idx = data.split(val_fraction=dataset.val_fraction, seed=cfg.seed)
+    val = data.subset(val_idx)
+    assert evaluate(model, None, val.images, val.labels) == pytest.approx(top1(trial), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["trial=0", "timm=resnet18"], ["exactly one", "trial", "timm"]),
+        ([], ["exactly one", "none"]),
+        (["timm=resnet18", "init=inherit"], ["init", "inherit"]),
+        (["timm=no_such_model_xyz"], ["timm", "no_such_model_xyz"]),
+        (["arch=missing.yaml"], ["arch", "missing.yaml"]),
+        (["trial=0", "retrain.lr=-1"], ["retrain.lr"]),
+        (["trial=0", "retrain.opt=nonsense"], ["retrain.opt", "nonsense"]),
+        (["trial=0", "init=partly"], ["init"]),
+        (["trial=99"], ["trial", "99"]),
+    ],
+)
+def test_bad_train_input_is_one_line_and_exit_2(study_copy, args, words):
+    before = sorted(p.name for p in study_copy.iterdir())
+    code, out, err = run_in_process("train", *args, *QUICK, cwd=study_copy)
+    assert code == 2, out + err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert all(w in err for w in words), err
+    assert sorted(p.name for p in study_copy.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(study_copy, tmp_path):
+    code, out, err = run_in_process("export", "trial=0", "out_dir=exported", cwd=study_copy)
+    assert code == 0, out + err
+    args = [
+        "train",
+        "arch=exported/arch.yaml",
+        "retrain.epochs=4",
+        "retrain.warmup_epochs=1",
+        "progress=false",
+    ]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+
+    def nas(cwd, cache, *extra):
+        return [sys.executable, "-m", "nas", *args, f"cache_dir={cache}", *extra]
+
+    # Uninterrupted, in its own cache (no study: storage points nowhere).
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copytree(study_copy / "exported", alone / "exported")
+    done = subprocess.run(
+        nas(alone, alone / "c", "storage=sqlite:///none.db"),
+        cwd=alone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+
+    killed = subprocess.Popen(
+        nas(study_copy, study_copy / "c", "checkpoint_every_s=0", "storage=sqlite:///none.db"),
+        cwd=study_copy,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    checkpoints = []
+    while time.time() < deadline and not checkpoints and killed.poll() is None:
+        checkpoints = list((study_copy / "c" / "retrain").glob("*/checkpoint.pt"))
+        time.sleep(0.05)
+    assert checkpoints, "no checkpoint was written"
+    time.sleep(1.0)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not list((study_copy / "c" / "retrain").glob("*/result.json")), "it finished before the kill"
+    again = subprocess.run(
+        nas(study_copy, study_copy / "c", "storage=sqlite:///none.db"),
+        cwd=study_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+
+    (a,) = (alone / "c" / "retrain").glob("*/result.json")
+    (b,) = (study_copy / "c" / "retrain").glob("*/result.json")
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert rb["resumed"] and not ra["resumed"]
+    assert ra["val_top1"] == rb["val_top1"] and ra["epochs"] == rb["epochs"] == 4
+    wa = torch.load(a.parent / "model.pt", weights_only=True)
+    wb = torch.load(b.parent / "model.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_found_model_through_timm_create_model_matches_its_onnx(study_copy):
+    import onnxruntime as ort
+    import timm
+
+    from nas.timm_models import register_export
+
+    code, out, err = run_in_process("export", "trial=0", "out_dir=exported", cwd=study_copy)
+    assert code == 0, out + err
+    name = register_export(study_copy / "exported")
+    assert name.startswith("nas_") and name in timm.list_models("nas_*")
+    model = timm.create_model(name, pretrained=True)
+    assert model.pretrained_cfg["input_size"][0] == 1 and model.pretrained_cfg["std"] == (1.0,)
+    images = torch.rand(4, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(
+        str(study_copy / "exported" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (expected,) = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        got = model(images).numpy()
+    assert np.abs(got - expected).max() < 1e-4
+
+    other = timm.create_model(name, pretrained=True, num_classes=3)  # a new head, the same trunk
+    assert other.head.out_features == 3
+    trunk = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in trunk.items())
+    with pytest.raises(TypeError, match="takes no arguments"):
+        timm.create_model(name, drop_rate=0.1)

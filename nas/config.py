@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from nas.errors import UserError
 from nas.schema import check_config, check_group
 
-GROUPS = ("space", "dataset", "sampler", "profiler", "supernet", "executor", "retrain")
+GROUPS = ("space", "dataset", "sampler", "profiler", "supernet", "executor", "retrain", "trainer")
 
 
 def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -140,6 +140,9 @@ class Retrained:
     init: str
     device: str
     resumed: bool
+    stopped_early: bool = False  # a Tune scheduler (ASHA) stopped it: figures of its last epoch
+    started_at: float = 0.0  # wall clock (time.time()) of this run's start and end
+    finished_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,6 +219,7 @@ def retrain(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     val = data.subset(val_idx)
     started = last_save = time.perf_counter()
+    started_at = time.time()
 
     def save() -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
@@ -268,7 +272,7 @@ def retrain(
                     save()
                     last_save = now
             epochs_done = step // steps_per_epoch
-            if report is not None:
+            if report is not None and step < total:  # the last epoch reports once its result is written
                 scored = ema.module if ema is not None else model
                 save()  # a scheduler that stops the run here finds it checkpointed
                 last_save = time.perf_counter()
@@ -291,11 +295,15 @@ def retrain(
         init=init,
         device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         resumed=resumed,
+        started_at=started_at,
+        finished_at=time.time(),
     )
     _save(scored.state_dict(), run_dir / "model.pt")
     with atomic_path(final) as tmp:
         Path(tmp).write_text(json.dumps(result.to_dict(), indent=1))
     partial.unlink(missing_ok=True)
+    if report is not None:
+        report(epochs_done, result.val_top1)
     return result
 
 
@@ -305,6 +313,77 @@ def run_dir_for(cache_dir: str | Path, data: ImageData, name: str, recipe: Retra
 
 
 # --- nas train ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainJobs:
+    """What a trainer runs: each candidate with the same data, split and recipe."""
+
+    candidates: list[Candidate]
+    data: ImageData
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    recipe: RetrainRecipe
+    init: str
+    device: str
+    checkpoint_every_s: float
+    cache_dir: Path
+    progress: bool
+
+    def run_dir(self, candidate: Candidate) -> Path:
+        return run_dir_for(self.cache_dir, self.data, candidate.name, self.recipe, self.init_of(candidate))
+
+    def init_of(self, candidate: Candidate) -> str:
+        return self.init if candidate.kind == "trial" else "scratch"
+
+    def train(self, candidate: Candidate, device: str | None = None, **hooks: Any) -> Retrained:
+        return retrain(
+            candidate.build(),
+            self.data,
+            self.train_idx,
+            self.val_idx,
+            self.recipe,
+            self.run_dir(candidate),
+            device=device or self.device,
+            init=self.init_of(candidate),
+            checkpoint_every_s=self.checkpoint_every_s,
+            **hooks,
+        )
+
+
+class Trainer(Protocol):
+    """Runs a set of training jobs (conf group ``trainer``): returns each candidate's result by
+    name. Implementations: LocalTrainer (one after another, here) and nas.tune_train.TuneTrainer
+    (Ray Tune trials, several at once, a scheduler stopping weak ones early)."""
+
+    def run(self, jobs: TrainJobs, console: Any) -> dict[str, Retrained]: ...
+
+
+@dataclass(frozen=True)
+class LocalTrainer:
+    """The candidates one after another in this process, with a progress bar each."""
+
+    def run(self, jobs: TrainJobs, console: Any) -> dict[str, Retrained]:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+        ]
+        results = {}
+        for candidate in jobs.candidates:
+            with Progress(*columns, console=console, disable=not jobs.progress) as bar:
+                task = bar.add_task(f"train {candidate.name}", total=None, loss=float("nan"))
+                results[candidate.name] = jobs.train(
+                    candidate,
+                    progress=lambda step, total, loss: bar.update(
+                        task, completed=step, total=total, loss=loss
+                    ),
+                )
+        return results
 
 
 @dataclass
@@ -332,7 +411,6 @@ def run_train(cfg, config_dirs, console) -> int:
     """``nas train``: train a study's trial(s), an arch.yaml or a timm model on its own."""
     import optuna
     import yaml
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from nas.config import instantiate
@@ -435,48 +513,44 @@ def run_train(cfg, config_dirs, console) -> int:
             )
         )
 
-    storage = open_storage(cfg.storage, cfg.heartbeat_s) if study_name is not None else None
-    results = {}
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-    ]
-    try:
-        for candidate in candidates:
-            run_dir = run_dir_for(cfg.cache_dir, data, candidate.name, recipe, cfg.init)
-            with Progress(*columns, console=console, disable=not cfg.progress) as bar:
-                task = bar.add_task(f"train {candidate.name}", total=None, loss=float("nan"))
-                result = retrain(
-                    candidate.build(),
-                    data,
-                    train_idx,
-                    val_idx,
-                    recipe,
-                    run_dir,
-                    device=cfg.device,
-                    init=cfg.init if candidate.kind == "trial" else "scratch",
-                    checkpoint_every_s=cfg.checkpoint_every_s,
-                    progress=lambda step, total, loss: bar.update(
-                        task, completed=step, total=total, loss=loss
-                    ),
-                )
-            results[candidate.name] = result
-            if storage is not None:
-                study = optuna.load_study(study_name=study_name, storage=storage)
-                record = result.to_dict() | {"kind": candidate.kind, "name": candidate.name}
+    jobs = TrainJobs(
+        candidates,
+        data,
+        train_idx,
+        val_idx,
+        recipe,
+        cfg.init,
+        cfg.device,
+        cfg.checkpoint_every_s,
+        Path(cfg.cache_dir).resolve(),  # absolute: Tune trials run in folders of their own
+        bool(cfg.progress),
+    )
+    trainer = instantiate("trainer", cfg.trainer)
+    results = trainer.run(jobs, console)
+    if study_name is not None:  # one writer: the figures land with the study
+        storage = open_storage(cfg.storage, cfg.heartbeat_s)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            for candidate in candidates:
+                record = results[candidate.name].to_dict() | {"kind": candidate.kind, "name": candidate.name}
                 study.set_user_attr(result_attr(candidate, cfg.init, recipe), record)
-    finally:
-        if storage is not None:
+        finally:
             storage.engine.dispose()
 
     table = Table(
         title=f"nas train ({'study ' + repr(study_name) if study_name else 'no study'}; "
         f"{recipe.epochs} epochs, {recipe.opt} lr {recipe.lr:g}, init {cfg.init})"
     )
-    for column in ("model", "params", "inherited val top-1", "val top-1", "test top-1", "latency", "train s"):
+    for column in (
+        "model",
+        "params",
+        "inherited val top-1",
+        "val top-1",
+        "test top-1",
+        "latency",
+        "train s",
+        "",
+    ):
         table.add_column(column, justify="right" if column != "model" else "left")
     for candidate in candidates:
         r = results[candidate.name]
@@ -487,7 +561,8 @@ def run_train(cfg, config_dirs, console) -> int:
             f"{r.val_top1:.2f}",
             f"{r.test_top1:.2f}" if r.test_top1 is not None else "-",
             f"{candidate.latency:.4g}" if candidate.latency is not None else "-",
-            f"{r.train_seconds:.1f}" + (" (cached)" if r.resumed else ""),
+            f"{r.train_seconds:.1f}",
+            f"stopped at epoch {r.epochs}" if r.stopped_early else "cached" if r.resumed else "done",
         )
     console.print(table)
     return 0

@@ -71,6 +71,7 @@ class NasConfig(BaseModel):
     supernet: dict[str, Any]
     executor: dict[str, Any]
     retrain: dict[str, Any]
+    trainer: dict[str, Any]
     space: dict[str, Any] | None = None
 
     @field_validator("objectives")
@@ -88,7 +89,7 @@ class NasConfig(BaseModel):
         return value
 
 
-GROUP_KEYS = ("dataset", "sampler", "profiler", "supernet", "executor", "retrain", "space")
+GROUP_KEYS = ("dataset", "sampler", "profiler", "supernet", "executor", "retrain", "trainer", "space")
 
 
 def check_config(config: dict[str, Any], skip_groups: tuple[str, ...] = ("space",)) -> dict[str, Any]:

@@ -168,7 +168,7 @@ class RayExecutor:
             options |= {
                 "num_cpus": max(1, math.ceil(self.n_workers * self.cpus_per_worker)),
                 "num_gpus": math.ceil(self.n_workers * self.gpus_per_worker),
-                "_temp_dir": _short_path(run_dir / "ray"),
+                "_temp_dir": short_path(run_dir / "ray"),
             }
         else:
             options["address"] = self.address
@@ -190,7 +190,7 @@ class RayExecutor:
             ray.shutdown()
 
 
-def _short_path(folder: Path) -> str:
+def short_path(folder: Path) -> str:
     """``folder``, or a short link to it in the system's temp dir: Ray puts sockets ~70
     characters below its temp dir, and a Unix socket path may not exceed 107 bytes."""
     folder.mkdir(parents=True, exist_ok=True)

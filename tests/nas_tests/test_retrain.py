@@ -62,7 +62,7 @@ def test_train_a_trial_from_scratch_and_inherited_an_arch_yaml_and_a_timm_model(
     code, out, err = run_in_process(
         "train", "timm=test_vit", "timm_kwargs={patch_size: 4}", *QUICK, cwd=study_copy
     )
-    assert code == 0 and "(cached)" in out, out + err
+    assert code == 0 and "cached" in out, out + err
 
 
 def test_inherit_starts_from_the_supernet_weights(study_copy):
@@ -201,3 +201,29 @@ def test_a_found_model_through_timm_create_model_matches_its_onnx(study_copy):
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in trunk.items())
     with pytest.raises(TypeError, match="takes no arguments"):
         timm.create_model(name, drop_rate=0.1)
+
+
+@pytest.mark.slow
+def test_tune_trains_two_candidates_at_once_with_asha_and_records_them_with_the_study(tmp_path):
+    from tests.conftest import TINY_SEARCH
+
+    code, out, err = run_in_process(
+        "search", *TINY_SEARCH, "n_trials=8", "objectives=[accuracy,params]", "study_name=two", cwd=tmp_path
+    )
+    assert code == 0, out + err
+    front = optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/nas.db").best_trials
+    assert len(front) >= 2, "the test needs a front of two or more"
+    args = ["train", "study_name=two", "front=true", "trainer=tune", "trainer.max_concurrent=2"]
+    code, out, err = run_in_process(
+        *args, "retrain.epochs=3", "retrain.warmup_epochs=0", "progress=false", cwd=tmp_path
+    )
+    assert code == 0, out + err
+    records = list(_records(tmp_path, "retrained:").values())
+    assert sorted(int(r["name"]) for r in records) == sorted(t.number for t in front)
+    for r in records:  # trained to the end, or stopped by ASHA at a rung with its last figures
+        assert (r["epochs"] == 3 and not r["stopped_early"]) or (1 <= r["epochs"] < 3 and r["stopped_early"])
+        assert 0 <= r["val_top1"] <= 100
+    assert any(not r["stopped_early"] for r in records)  # the best one always reaches the end
+    spans = sorted((r["started_at"], r["finished_at"]) for r in records)
+    assert spans[1][0] < spans[0][1], f"the trials did not overlap: {spans}"
+    assert (tmp_path / ".nas_cache" / "tune").is_dir()  # Tune's experiment state, for its restore

@@ -24,6 +24,8 @@ commands:
   train      train a found model or a timm baseline on its own (timm's training utilities)
                nas train trial=12 [init=inherit]   (or front=true, latency_budget_ms=X,
                arch=export/vit-trial12/arch.yaml, timm=resnet18) [retrain.epochs=30]
+  report     one HTML page + PNG per study: front, retrained front, timm baselines, hypervolume
+               nas report [study_name=...] [out_dir=report]
   dashboard  serve optuna-dashboard on the study storage
                nas dashboard [port=8080]
   profile    measure one architecture and print its latency statistics
@@ -131,6 +133,12 @@ def _latency(cfg, config_dirs, console, action: str) -> int:
     return {"fit": run_fit, "eval": run_eval}[action](cfg, config_dirs, console)
 
 
+def _report(cfg, config_dirs, console) -> int:
+    from nas.report import run_report
+
+    return run_report(cfg, config_dirs, console)
+
+
 def _train(cfg, config_dirs, console) -> int:
     from nas.retrain import run_train
 
@@ -145,6 +153,7 @@ COMMANDS: dict[str, Callable] = {
     "profile": _profile,
     "latency": _latency,
     "train": _train,
+    "report": _report,
 }
 SUBCOMMANDS = {"latency": ("fit", "eval")}
 

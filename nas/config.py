@@ -11,7 +11,17 @@ from omegaconf import DictConfig, OmegaConf
 from nas.errors import UserError
 from nas.schema import check_config, check_group
 
-GROUPS = ("space", "dataset", "sampler", "profiler", "supernet", "executor", "retrain", "trainer")
+GROUPS = (
+    "space",
+    "dataset",
+    "sampler",
+    "profiler",
+    "supernet",
+    "executor",
+    "retrain",
+    "trainer",
+    "baselines",
+)
 
 
 def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:

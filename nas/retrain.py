@@ -83,6 +83,20 @@ class RetrainRecipe:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
+@dataclass(frozen=True)
+class Baselines:
+    """The timm models of conf group ``baselines``: name -> extra timm.create_model arguments."""
+
+    models: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        import timm
+
+        unknown = [name for name in self.models if not timm.is_model(name)]
+        if unknown:
+            raise ValueError(f"baselines.models: not timm models: {', '.join(unknown)}")
+
+
 class Normalized(nn.Module):
     """A model behind the dataset's normalisation, so it takes [0, 1] images as the found
     architectures do (they normalise inside)."""
@@ -312,6 +326,37 @@ def run_dir_for(cache_dir: str | Path, data: ImageData, name: str, recipe: Retra
     return Path(cache_dir) / "retrain" / f"{safe_name(data.name)}-{safe_name(name)}-{init}-{recipe.key()}"
 
 
+def _normalized_timm(
+    name: str, data: ImageData, kwargs: dict, mean: torch.Tensor, std: torch.Tensor
+) -> nn.Module:
+    return Normalized(timm_model(name, data, **kwargs), mean, std)
+
+
+def _measure_baselines(cfg, candidates: list[Candidate], data: ImageData, console) -> None:
+    """Each baseline's latency, by the configured profiler where it can time a bare module (the
+    search's profiler settings give figures comparable with the study's)."""
+    from latency_models._base import can_time_modules
+    from nas.latency import build_profiler
+
+    profiler = build_profiler(cfg.profiler)
+    if not can_time_modules(profiler):
+        console.print(
+            f"[yellow]profiler {profiler.name} cannot time a timm model: baselines get no latency[/]"
+        )
+        return
+    shape = (data.in_channels, data.image_size, data.image_size)
+    for candidate in candidates:
+        if candidate.kind == "baseline":
+            result = profiler.measure_module(candidate.build().eval(), shape)
+            candidate.latency = result.median
+            candidate.profiler = {
+                "name": profiler.name,
+                "unit": profiler.unit,
+                "settings": profiler.settings(),
+                "latency": result.to_dict(),
+            }
+
+
 # --- nas train ------------------------------------------------------------------------------------
 
 
@@ -396,6 +441,7 @@ class Candidate:
     trial: int | None = None
     inherited_top1: float | None = None
     latency: float | None = None
+    profiler: dict[str, Any] | None = None  # baselines: what measured ``latency``
 
 
 def result_attr(candidate: Candidate, init: str, recipe: RetrainRecipe) -> str:
@@ -426,14 +472,15 @@ def run_train(cfg, config_dirs, console) -> int:
         "latency_budget_ms": cfg.latency_budget_ms is not None,
         "arch": cfg.arch is not None,
         "timm": cfg.timm is not None,
+        "timm_baselines": bool(cfg.timm_baselines),
     }
     if sum(given.values()) != 1:
         named = ", ".join(k for k, v in given.items() if v) or "none"
         raise UserError(
             "train: give exactly one of trial=N, front=true, latency_budget_ms=X, arch=FILE, "
-            f"timm=NAME (got {named})"
+            f"timm=NAME, timm_baselines=true (got {named})"
         )
-    if cfg.init == "inherit" and (cfg.arch is not None or cfg.timm is not None):
+    if cfg.init == "inherit" and (given["arch"] or given["timm"] or given["timm_baselines"]):
         raise UserError("init: inherit needs a study's trial (trial=, front=true or latency_budget_ms=)")
     recipe = instantiate("retrain", cfg.retrain)
     dataset = instantiate("dataset", cfg.dataset)
@@ -504,14 +551,15 @@ def run_train(cfg, config_dirs, console) -> int:
                 f"{data.image_size} and {data.num_classes}"
             )
         candidates.append(Candidate(f"arch-{arch.key()}", from_scratch(arch), "arch"))
-    if given["timm"]:
-        kwargs = dict(cfg.timm_kwargs or {})
-        timm_model(cfg.timm, data, **kwargs)  # checked now: one line if it cannot be built
-        candidates.append(
-            Candidate(
-                cfg.timm, lambda: Normalized(timm_model(cfg.timm, data, **kwargs), mean, std), "baseline"
-            )
-        )
+    baselines = instantiate("baselines", cfg.baselines)
+    if given["timm"] or given["timm_baselines"]:
+        chosen_models = {cfg.timm: baselines.models.get(cfg.timm, {})} if given["timm"] else baselines.models
+        for name, listed in chosen_models.items():
+            kwargs = dict(cfg.timm_kwargs if cfg.timm_kwargs is not None else listed)
+            timm_model(name, data, **kwargs)  # checked now: one line if it cannot be built
+            build = functools.partial(_normalized_timm, name, data, kwargs, mean, std)
+            candidates.append(Candidate(name, build, "baseline"))
+        _measure_baselines(cfg, candidates, data, console)
 
     jobs = TrainJobs(
         candidates,
@@ -533,6 +581,8 @@ def run_train(cfg, config_dirs, console) -> int:
             study = optuna.load_study(study_name=study_name, storage=storage)
             for candidate in candidates:
                 record = results[candidate.name].to_dict() | {"kind": candidate.kind, "name": candidate.name}
+                if candidate.profiler is not None:
+                    record["measured"] = candidate.profiler
                 study.set_user_attr(result_attr(candidate, cfg.init, recipe), record)
         finally:
             storage.engine.dispose()

@@ -61,6 +61,7 @@ class NasConfig(BaseModel):
     timm: str | None = Field(default=None, min_length=1)
     timm_kwargs: dict[str, Any] | None = None
     init: Literal["scratch", "inherit"] = "scratch"
+    timm_baselines: bool = False
     # nas dashboard
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -72,6 +73,7 @@ class NasConfig(BaseModel):
     executor: dict[str, Any]
     retrain: dict[str, Any]
     trainer: dict[str, Any]
+    baselines: dict[str, Any]
     space: dict[str, Any] | None = None
 
     @field_validator("objectives")
@@ -89,7 +91,17 @@ class NasConfig(BaseModel):
         return value
 
 
-GROUP_KEYS = ("dataset", "sampler", "profiler", "supernet", "executor", "retrain", "trainer", "space")
+GROUP_KEYS = (
+    "dataset",
+    "sampler",
+    "profiler",
+    "supernet",
+    "executor",
+    "retrain",
+    "trainer",
+    "baselines",
+    "space",
+)
 
 
 def check_config(config: dict[str, Any], skip_groups: tuple[str, ...] = ("space",)) -> dict[str, Any]:

@@ -79,6 +79,10 @@ def _open_study(setup: Setup, storage: optuna.storages.RDBStorage) -> optuna.Stu
     if not study.trials:  # a new study starts from the space's extremes, whatever the sampler
         for which in ("largest", "smallest"):
             study.enqueue_trial(setup.space.extreme_params(which), user_attrs={"seeded": which})
+    samplers = study.user_attrs.get("samplers", [])
+    sampler = str(setup.cfg.sampler.get("_target_", "?")).rsplit(".", 1)[-1]
+    if sampler not in samplers:  # what drew the trials (nas report compares samplers)
+        study.set_user_attr("samplers", [*samplers, sampler])
     if study.metric_names is None:  # optuna-dashboard and the optuna CLI label the objectives
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

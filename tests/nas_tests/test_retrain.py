@@ -29,8 +29,8 @@ def study_copy(tiny_study, tmp_path):
     return folder
 
 
-def _records(folder, prefix):
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{folder}/nas.db")
+def _records(folder, prefix, study=None):
+    study = optuna.load_study(study_name=study, storage=f"sqlite:///{folder}/nas.db")
     return {k: v for k, v in study.user_attrs.items() if k.startswith(prefix)}
 
 
@@ -227,3 +227,52 @@ def test_tune_trains_two_candidates_at_once_with_asha_and_records_them_with_the_
     spans = sorted((r["started_at"], r["finished_at"]) for r in records)
     assert spans[1][0] < spans[0][1], f"the trials did not overlap: {spans}"
     assert (tmp_path / ".nas_cache" / "tune").is_dir()  # Tune's experiment state, for its restore
+
+
+def test_report_shows_front_retrained_baselines_and_hypervolume_against_random(tmp_path):
+    """Two studies of the same space, data and profiler (random, TPE), the front retrained, one
+    baseline trained and measured: one page and one PNG that show them all."""
+    from tests.conftest import TINY_SEARCH
+
+    for sampler, name in (("random", "tiny-random"), ("tpe", "tiny-tpe")):
+        code, out, err = run_in_process(
+            "search", *TINY_SEARCH, "n_trials=8", f"sampler={sampler}", f"study_name={name}", cwd=tmp_path
+        )
+        assert code == 0, out + err
+    for source in ("front=true", "timm=mobilenetv3_small_050"):
+        code, out, err = run_in_process("train", "study_name=tiny-tpe", source, *QUICK, cwd=tmp_path)
+        assert code == 0, out + err
+    (baseline,) = _records(tmp_path, "baseline:", study="tiny-tpe").values()
+    assert baseline["measured"]["unit"] == "ms" and baseline["measured"]["latency"]["median"] > 0
+
+    code, out, err = run_in_process("report", "study_name=tiny-tpe", "out_dir=rep", cwd=tmp_path)
+    assert code == 0, out + err
+    page = (tmp_path / "rep" / "tiny-tpe.html").read_text()
+    png = (tmp_path / "rep" / "tiny-tpe.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and "data:image/png;base64," in page
+    assert "mobilenetv3_small_050" in page and "tiny-random" in page and "RandomSampler" in page
+    study = optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{tmp_path}/nas.db")
+    for t in study.best_trials:
+        assert f"<td>{t.number}</td>" in page
+    assert "1 other studies" in " ".join(out.split())
+
+
+def test_hypervolume_curve_and_trials_to_reach():
+    from optuna.trial import create_trial
+
+    from nas.report import hypervolume_curve, trials_to_reach
+
+    def trial(number, top1, ms):
+        t = create_trial(
+            values=[top1, ms], user_attrs={"top1": top1, "latency": {"median": ms, "unit": "ms"}}
+        )
+        t.number = number
+        return t
+
+    trials = [trial(0, 50.0, 2.0), trial(1, 60.0, 3.0), trial(2, 55.0, 1.0), trial(3, 40.0, 4.0)]
+    counts, values = hypervolume_curve(trials, reference=__import__("numpy").array([-40.0, 4.0]))
+    assert counts == [1, 2, 3, 4]
+    # By hand, against (40 %, 4 ms): (50, 2) covers 10 x 2 = 20; (60, 3) adds 10 x 1 = 30; (55, 1)
+    # covers 15 x 3 = 45 plus the 5 x 1 of (60, 3) beyond it = 50; (40, 4) is on the reference.
+    assert values == [20.0, 30.0, 50.0, 50.0]
+    assert trials_to_reach(counts, values, 30.0) == 2 and trials_to_reach(counts, values, 1e9) is None

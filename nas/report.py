@@ -1,0 +1,276 @@
+"""``nas report``: one page (HTML with the figure inside) and one PNG per study.
+
+What it shows: every scored candidate and the search's Pareto front (validation top-1 with
+inherited weights against measured latency); the front members retrained on their own (``nas
+train``: test top-1 where the dataset has a test split, else validation); the timm baselines
+trained with the same recipe and measured by the same profiler; for each baseline, the best found
+model at equal or lower latency; and the hypervolume of this study against the number of trials,
+beside the other studies of the same space, data and profiler in the storage (e.g. the random
+baseline), with the trials this study needed to reach each one's final hypervolume.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from latency_models.files import atomic_path
+from nas.data import safe_name
+from nas.errors import UserError
+from nas.study import STUDY_ATTR, completed, latency, load_existing_study, reading_storage, top1
+
+HV_POINTS = 200  # hypervolume curves: at most this many points per study
+
+
+def _comparable(info: dict[str, Any], other: dict[str, Any]) -> bool:
+    keys = ("space", "data_fingerprint", "profiler", "objectives")
+    return all(info.get(k) == other.get(k) for k in keys)
+
+
+def hypervolume_curve(trials: list[FrozenTrial], reference: np.ndarray) -> tuple[list[int], list[float]]:
+    """(trial counts, hypervolume of the first n completed trials) for (top-1 max, latency min)."""
+    from optuna._hypervolume import compute_hypervolume
+
+    ordered = sorted(trials, key=lambda t: t.number)
+    losses = np.array([(-top1(t), latency(t)) for t in ordered])
+    counts = sorted({int(round(x)) for x in np.linspace(1, len(ordered), min(HV_POINTS, len(ordered)))})
+    values = []
+    for n in counts:
+        points = losses[:n]
+        points = points[(points < reference).all(axis=1)]
+        values.append(float(compute_hypervolume(points, reference)) if len(points) else 0.0)
+    return counts, values
+
+
+def trials_to_reach(counts: list[int], values: list[float], target: float) -> int | None:
+    return next((n for n, v in zip(counts, values) if v >= target * (1 - 1e-12)), None)
+
+
+def _retrained(attrs: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Trial number -> its best retrained record (the highest top-1 over inits and recipes)."""
+    best: dict[int, dict[str, Any]] = {}
+    for key, record in attrs.items():
+        if key.startswith("retrained:") and record.get("kind") == "trial":
+            number = int(record["name"])
+            if number not in best or _score(record) > _score(best[number]):
+                best[number] = record
+    return best
+
+
+def _score(record: dict[str, Any]) -> float:
+    return record["test_top1"] if record.get("test_top1") is not None else record["val_top1"]
+
+
+def run_report(cfg, config_dirs, console) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with reading_storage(cfg.storage) as storage:
+        study = load_existing_study(storage, cfg.study_name)
+        info = study.user_attrs.get(STUDY_ATTR, {})
+        objectives = info.get("objectives", [])
+        if not {"accuracy", "latency"} <= set(objectives):
+            raise UserError(
+                f"study {study.study_name!r} does not optimise accuracy and latency; nothing to report"
+            )
+        done = completed(study)
+        if not done:
+            raise UserError(f"study {study.study_name!r} has no completed trials; run nas search first")
+        front = sorted((t for t in study.best_trials), key=latency)
+        attrs = dict(study.user_attrs)
+        studies = {study.study_name: (done, attrs.get("samplers", []))}
+        for summary in optuna.get_all_study_summaries(storage):
+            if summary.study_name == study.study_name:
+                continue
+            other = optuna.load_study(study_name=summary.study_name, storage=storage)
+            if _comparable(info, other.user_attrs.get(STUDY_ATTR, {})) and completed(other):
+                studies[other.study_name] = (completed(other), other.user_attrs.get("samplers", []))
+    unit = done[0].user_attrs["latency"]["unit"]
+    retrained = _retrained(attrs)
+    baselines = [r for k, r in attrs.items() if k.startswith("baseline:") and r.get("measured")]
+    baselines = [b for b in baselines if b["measured"]["unit"] == unit]
+
+    everything = [t for trials, _ in studies.values() for t in trials]
+    reference = np.array(
+        [-min(top1(t) for t in everything) + 1e-9, max(latency(t) for t in everything) * 1.0001]
+    )
+    curves = {name: hypervolume_curve(trials, reference) for name, (trials, _) in studies.items()}
+    mine_counts, mine_values = curves[study.study_name]
+    reach = []
+    for name, (counts, values) in curves.items():
+        if name != study.study_name:
+            target = values[-1]
+            reach.append(
+                (
+                    name,
+                    ", ".join(studies[name][1]) or "?",
+                    counts[-1],
+                    target,
+                    trials_to_reach(mine_counts, mine_values, target),
+                )
+            )
+
+    # Found models against each baseline: the best found model at equal or lower latency.
+    def found_top1(t: FrozenTrial) -> tuple[float, str]:
+        record = retrained.get(t.number)
+        return (_score(record), "retrained") if record else (top1(t), "inherited")
+
+    versus = []
+    for b in sorted(baselines, key=lambda b: b["measured"]["latency"]["median"]):
+        b_latency = b["measured"]["latency"]["median"]
+        cheaper = [t for t in front if latency(t) <= b_latency]
+        best = max(cheaper, key=lambda t: found_top1(t)[0]) if cheaper else None
+        versus.append((b, b_latency, best))
+
+    # The figure: candidates, front, retrained, baselines | hypervolume against trials.
+    fig, (ax, hv) = plt.subplots(1, 2, figsize=(13, 5.2))
+    ax.scatter(
+        [latency(t) for t in done], [top1(t) for t in done], s=8, c="0.8", label="candidates (inherited)"
+    )
+    ax.plot(
+        [latency(t) for t in front], [top1(t) for t in front], "o-", c="tab:blue", label="front (inherited)"
+    )
+    for t in front:
+        if t.number in retrained:
+            y = _score(retrained[t.number])
+            ax.plot([latency(t)] * 2, [top1(t), y], c="tab:green", lw=0.8)
+            ax.scatter([latency(t)], [y], marker="D", c="tab:green", zorder=3)
+    if retrained:
+        ax.scatter([], [], marker="D", c="tab:green", label="front retrained")
+    for b, b_latency, _ in versus:
+        ax.scatter([b_latency], [_score(b)], marker="*", s=120, c="tab:red", zorder=3)
+        ax.annotate(b["name"], (b_latency, _score(b)), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    if versus:
+        ax.scatter([], [], marker="*", s=120, c="tab:red", label="timm baselines (trained)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency ({unit}, {info.get('profiler', {}).get('name', '?')})")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(study.study_name)
+    ax.legend(fontsize=8)
+    for name, (counts, values) in curves.items():
+        hv.plot(
+            counts,
+            values,
+            label=f"{name} ({', '.join(studies[name][1]) or '?'})",
+            lw=2 if name == study.study_name else 1,
+        )
+    hv.set_xlabel("completed trials")
+    hv.set_ylabel(f"hypervolume ({unit} x %)")
+    hv.set_title("hypervolume against trials")
+    hv.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    png = buffer.getvalue()
+
+    out = Path(cfg.out_dir or "report")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = safe_name(study.study_name)
+    with atomic_path(out / f"{stem}.png") as tmp:
+        Path(tmp).write_bytes(png)
+    page = _page(study.study_name, info, png, front, retrained, versus, reach, unit, found_top1, len(done))
+    with atomic_path(out / f"{stem}.html") as tmp:
+        Path(tmp).write_text(page)
+    console.print(
+        f"Report of {study.study_name!r}: {len(front)} front members ({len(retrained)} retrained), "
+        f"{len(versus)} baselines, {len(studies) - 1} other studies -> {out / (stem + '.html')} and .png"
+    )
+    return 0
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+    "table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}"
+)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; cells are escaped here."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _page(name, info, png, front, retrained, versus, reach, unit, found_top1, n_done) -> str:
+    e = html.escape
+    front_rows = [
+        [
+            str(t.number),
+            t.user_attrs.get("summary", ""),
+            f"{latency(t):.4g}",
+            f"{top1(t):.2f}",
+            _cell(retrained.get(t.number), "val_top1"),
+            _cell(retrained.get(t.number), "test_top1"),
+        ]
+        for t in front
+    ]
+    base_rows = []
+    for b, b_latency, best in versus:
+        row = [b["name"], f"{b['params']:,}", f"{b_latency:.4g}", f"{_score(b):.2f}"]
+        if best is None:
+            row += ["none at or below this latency", "-", "-"]
+        else:
+            value, kind = found_top1(best)
+            row += [
+                f"trial {best.number}",
+                f"{latency(best):.4g} ({b_latency / latency(best):.1f}x lower)",
+                f"{value:.2f} ({kind}; {value - _score(b):+.2f})",
+            ]
+        base_rows.append(row)
+    reach_rows = [
+        [n, s, str(count), f"{target:.4g}", str(mine) if mine is not None else "not reached"]
+        for n, s, count, target, mine in reach
+    ]
+    profiler = info.get("profiler", {})
+    measured_by = f"{profiler.get('name')} {profiler.get('settings', '')}"
+    image = base64.b64encode(png).decode()
+    parts = [
+        f'<!doctype html><html><head><meta charset="utf-8"><title>nas report: {e(name)}</title>',
+        f"<style>{STYLE}</style></head><body><h1>nas report: {e(name)}</h1>",
+        f"<p>{n_done} completed trials; latency in {e(unit)} by {e(measured_by)}; "
+        f"hardware {e(str(info.get('hardware', '?')))}.</p>",
+        f'<img src="data:image/png;base64,{image}" alt="fronts, baselines, hypervolume" width="100%">',
+        "<h2>Pareto front (inherited weights) and retrained</h2>",
+        _table(
+            [
+                "trial",
+                "architecture",
+                "latency",
+                "inherited val top-1",
+                "retrained val top-1",
+                "retrained test top-1",
+            ],
+            front_rows,
+        ),
+        "<h2>timm baselines against the found models</h2>",
+        _table(
+            ["baseline", "params", "latency", "top-1", "best found at or below", "its latency", "its top-1"],
+            base_rows,
+        ),
+        "<h2>Search efficiency</h2>",
+        _table(
+            ["other study", "sampler", "its trials", "its final hypervolume", "trials this study needed"],
+            reach_rows,
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _cell(record: dict[str, Any] | None, key: str) -> str:
+    if record is None or record.get(key) is None:
+        return "-"
+    note = f" (stopped at epoch {record['epochs']})" if record.get("stopped_early") else ""
+    return f"{record[key]:.2f}{note}"

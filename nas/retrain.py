@@ -468,6 +468,7 @@ def run_train(cfg, config_dirs, console) -> int:
 
     given = {
         "trial": cfg.trial is not None,
+        "trials": cfg.trials is not None,
         "front": bool(cfg.front),
         "latency_budget_ms": cfg.latency_budget_ms is not None,
         "arch": cfg.arch is not None,
@@ -477,12 +478,16 @@ def run_train(cfg, config_dirs, console) -> int:
     if sum(given.values()) != 1:
         named = ", ".join(k for k, v in given.items() if v) or "none"
         raise UserError(
-            "train: give exactly one of trial=N, front=true, latency_budget_ms=X, arch=FILE, "
+            "train: give exactly one of trial=N, trials=[N,...], front=true, latency_budget_ms=X, arch=FILE, "
             f"timm=NAME, timm_baselines=true (got {named})"
         )
+    if cfg.trials is not None and not cfg.trials:
+        raise UserError("trials: give at least one trial number, e.g. trials=[3,17]")
     if cfg.init == "inherit" and (given["arch"] or given["timm"] or given["timm_baselines"]):
         raise UserError("init: inherit needs a study's trial (trial=, front=true or latency_budget_ms=)")
     recipe = instantiate("retrain", cfg.retrain)
+    trainer = instantiate("trainer", cfg.trainer)  # every setting checked before any work
+    baselines = instantiate("baselines", cfg.baselines)
     dataset = instantiate("dataset", cfg.dataset)
     data = dataset.load()
     train_idx, val_idx = data.split(val_fraction=dataset.val_fraction, seed=cfg.seed)
@@ -499,7 +504,7 @@ def run_train(cfg, config_dirs, console) -> int:
         return build
 
     study_name, candidates = None, []
-    uses_study = given["trial"] or given["front"] or given["latency_budget_ms"]
+    uses_study = given["trial"] or given["trials"] or given["front"] or given["latency_budget_ms"]
     from latency_models.sql import sqlite_path
 
     database = sqlite_path(cfg.storage)
@@ -517,6 +522,8 @@ def run_train(cfg, config_dirs, console) -> int:
                 chosen = sorted(study.best_trials, key=latency)
                 if not chosen:
                     raise UserError(f"study {study_name!r} has no completed trials; run nas search first")
+            elif given["trials"]:
+                chosen = [choose_trial(study, number, None) for number in dict.fromkeys(cfg.trials)]
             elif uses_study:
                 chosen = [choose_trial(study, cfg.trial, cfg.latency_budget_ms)]
             else:
@@ -551,7 +558,6 @@ def run_train(cfg, config_dirs, console) -> int:
                 f"{data.image_size} and {data.num_classes}"
             )
         candidates.append(Candidate(f"arch-{arch.key()}", from_scratch(arch), "arch"))
-    baselines = instantiate("baselines", cfg.baselines)
     if given["timm"] or given["timm_baselines"]:
         chosen_models = {cfg.timm: baselines.models.get(cfg.timm, {})} if given["timm"] else baselines.models
         for name, listed in chosen_models.items():
@@ -573,7 +579,6 @@ def run_train(cfg, config_dirs, console) -> int:
         Path(cfg.cache_dir).resolve(),  # absolute: Tune trials run in folders of their own
         bool(cfg.progress),
     )
-    trainer = instantiate("trainer", cfg.trainer)
     results = trainer.run(jobs, console)
     if study_name is not None:  # one writer: the figures land with the study
         storage = open_storage(cfg.storage, cfg.heartbeat_s)

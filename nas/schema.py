@@ -40,6 +40,7 @@ class NasConfig(BaseModel):
     objectives: list[Objective] = Field(min_length=1)
     n_trials: Annotated[int, Field(ge=1)]
     seed: Annotated[int, Field(ge=0, lt=2**32)]
+    sampler_seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
     device: str
     cache_dir: str = Field(min_length=1)
     checkpoint_every_s: Annotated[float, Field(ge=0)]
@@ -57,6 +58,7 @@ class NasConfig(BaseModel):
     n_samples: Annotated[int, Field(ge=1)]
     predictor: str | None = Field(default=None, min_length=1)
     # nas train
+    trials: list[Annotated[int, Field(ge=0)]] | None = None
     front: bool = False
     timm: str | None = Field(default=None, min_length=1)
     timm_kwargs: dict[str, Any] | None = None

@@ -67,7 +67,8 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
         args = (setup.space, setup.space_config, setup.data, setup.train_idx, setup.val_idx, setup.split)
         trained = train_supernet(*args, setup.recipe, cfg.cache_dir, device=cfg.device, progress=False)
         supernet = trained.net
-    seed = cfg.seed + len(study.trials) + SAMPLER_SEED_STRIDE * worker
+    base = cfg.seed if cfg.get("sampler_seed") is None else cfg.sampler_seed
+    seed = base + len(study.trials) + SAMPLER_SEED_STRIDE * worker
     study.sampler = LockedSampler(instantiate("sampler", cfg.sampler, seed=seed))
     objective = Objective(setup, supernet, study, worker)
     failures, last = 0, {}

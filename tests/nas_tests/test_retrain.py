@@ -96,6 +96,9 @@ def test_inherit_starts_from_the_supernet_weights(study_copy):
         (["trial=0", "retrain.opt=nonsense"], ["retrain.opt", "nonsense"]),
         (["trial=0", "init=partly"], ["init"]),
         (["trial=99"], ["trial", "99"]),
+        (["trials=[0,99]"], ["trial", "99"]),
+        (["trials=[]"], ["trials"]),
+        (["trials=[0]", "front=true"], ["exactly one", "trials", "front"]),
     ],
 )
 def test_bad_train_input_is_one_line_and_exit_2(study_copy, args, words):

@@ -1,0 +1,108 @@
+"""How many trials does a sampler need to reach what random search reaches in N trials?
+
+    python -m benchmarks.search_efficiency --dir RUN --samplers random tpe --seeds 0 1 2 3 4 --trials 500 \\
+        --out search_efficiency.json --plot search_efficiency.png -- \\
+        +space=vit dataset=fashion_mnist dataset.root=DATA device=cuda supernet=gpu profiler=predictor
+
+Runs ``nas search <overrides> sampler=S sampler_seed=K n_trials=N study_name=eff-S-K`` for every
+sampler and seed in one folder, so every run shares one trained supernet (``sampler_seed`` seeds
+the sampler alone; the split and the supernet follow ``seed``). Then the hypervolume of (validation
+top-1, latency) against completed trials for each run, with one reference point for all (the
+lowest top-1 and the highest latency of any run), and for each other sampler and seed the number
+of trials it needed to reach random search's final hypervolume with the same seed: median and
+range over seeds, plus the curves.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from benchmarks._harness import argument_parser, finished_trials, run_nas, write_result
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("overrides", nargs="*", help="nas search overrides (after --)")
+    parser.add_argument("--dir", required=True, help="working folder (nas.db, .nas_cache)")
+    parser.add_argument("--samplers", nargs="+", default=["random", "tpe"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args()
+    if "random" not in args.samplers:
+        raise SystemExit("--samplers: random is the baseline every sampler is compared with")
+
+    import numpy as np
+
+    from nas.report import hypervolume_curve, trials_to_reach
+    from nas.study import latency, top1
+
+    work = Path(args.dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{work / 'nas.db'}"
+    walls, runs = {}, {}
+    for seed in args.seeds:
+        for sampler in args.samplers:
+            name = f"eff-{sampler}-{seed}"
+            command = ["search", *args.overrides, f"sampler={sampler}", f"sampler_seed={seed}"]
+            command += [f"n_trials={args.trials}", f"study_name={name}", "progress=false"]
+            walls[name] = round(run_nas(command, work, work / f"{name}.log"), 1)
+            runs[(sampler, seed)] = finished_trials(storage, name)
+    everything = [t for trials in runs.values() for t in trials]
+    reference = np.array(
+        [-min(top1(t) for t in everything) + 1e-9, max(latency(t) for t in everything) * 1.0001]
+    )
+    curves = {key: hypervolume_curve(trials, reference) for key, trials in runs.items()}
+    random_final = {seed: curves[("random", seed)][1][-1] for seed in args.seeds}
+    summary = {}
+    for sampler in args.samplers:
+        finals = [curves[(sampler, seed)][1][-1] for seed in args.seeds]
+        entry = {"final_hypervolume_median": statistics.median(finals), "final_hypervolume": finals}
+        if sampler != "random":
+            needed = [trials_to_reach(*curves[(sampler, seed)], random_final[seed]) for seed in args.seeds]
+            reached = [n for n in needed if n is not None]
+            entry |= {
+                "trials_to_reach_random_final": needed,
+                "median": statistics.median(reached) if len(reached) == len(needed) else None,
+                "range": [min(reached), max(reached)] if reached else None,
+                "not_reached": len(needed) - len(reached),
+                "speed_up_median": round(args.trials / statistics.median(reached), 2)
+                if len(reached) == len(needed)
+                else None,
+            }
+        summary[sampler] = entry
+        print(f"{sampler}: {entry}")
+    result = {
+        "trials_per_run": args.trials,
+        "seeds": args.seeds,
+        "overrides": args.overrides,
+        "reference_point": {"top1": -float(reference[0]), "latency": float(reference[1])},
+        "summary": summary,
+        "wall_s": walls,
+    }
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from latency_models.files import save_figure
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        colours = dict(zip(args.samplers, ["0.6", "tab:blue", "tab:orange", "tab:green", "tab:red"]))
+        for (sampler, seed), (counts, values) in curves.items():
+            label = sampler if seed == args.seeds[0] else None
+            ax.plot(counts, values, c=colours.get(sampler, "k"), lw=1, label=label)
+        ax.set_xlabel("completed trials")
+        ax.set_ylabel("hypervolume (latency x top-1)")
+        ax.set_title(f"{len(args.seeds)} seeds per sampler, {args.trials} trials each")
+        ax.legend()
+        fig.tight_layout()
+        save_figure(fig, args.plot)
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,19 +9,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import UserError
-from nas.schema import check_config, check_group
+from nas.schema import GROUP_KEYS, check_config, check_group
 
-GROUPS = (
-    "space",
-    "dataset",
-    "sampler",
-    "profiler",
-    "supernet",
-    "executor",
-    "retrain",
-    "trainer",
-    "baselines",
-)
+GROUPS = ("space", *(g for g in GROUP_KEYS if g != "space"))  # space first: it is named
 
 
 def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:

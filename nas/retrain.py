@@ -29,7 +29,7 @@ from latency_models.flops import count_params
 from nas.augment import random_flip, random_translate
 from nas.data import ImageData, safe_name
 from nas.errors import UserError
-from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, evaluate, resolve_device
+from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, evaluate, resolve_device, save_atomic
 
 PROGRESS_EVERY = 50  # steps between progress updates
 
@@ -136,11 +136,6 @@ def timm_model(name: str, data: ImageData, **kwargs: Any) -> nn.Module:
     return model.train()
 
 
-def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 @dataclass
 class Retrained:
     """What one stand-alone training run gave (also stored with the study)."""
@@ -238,7 +233,7 @@ def retrain(
     def save() -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
         state |= {"ema": ema.state_dict()} if ema is not None else {}
-        _save(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
+        save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
 
     epochs_done = step // steps_per_epoch
     try:
@@ -312,7 +307,7 @@ def retrain(
         started_at=started_at,
         finished_at=time.time(),
     )
-    _save(scored.state_dict(), run_dir / "model.pt")
+    save_atomic(scored.state_dict(), run_dir / "model.pt")
     with atomic_path(final) as tmp:
         Path(tmp).write_text(json.dumps(result.to_dict(), indent=1))
     partial.unlink(missing_ok=True)

@@ -113,7 +113,8 @@ def supernet_key(space_config: dict[str, Any], data: ImageData, split: dict, rec
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file: a reader never sees half a file."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -343,7 +344,7 @@ def train_supernet(
 
     def save_partial() -> None:
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-        _save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
+        save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
 
     def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator(device=dev).manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
@@ -438,6 +439,6 @@ def train_supernet(
         "largest_top1": evaluate(net, largest, val.images, val.labels),
         "smallest_top1": evaluate(net, smallest, val.images, val.labels),
     }
-    _save_atomic({"model": net.state_dict(), "meta": meta}, final)
+    save_atomic({"model": net.state_dict(), "meta": meta}, final)
     partial.unlink(missing_ok=True)
     return TrainedSupernet(net, final, meta, reused=False)

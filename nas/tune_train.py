@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +76,7 @@ class TuneTrainer:
         import ray
         from ray import tune
 
-        from nas.search.executors import short_path
+        from nas.search.executors import ray_init
 
         names = [c.name for c in jobs.candidates]
         key = hashlib.sha1(
@@ -85,18 +84,13 @@ class TuneTrainer:
         ).hexdigest()[:10]
         experiment = f"train-{key}"
         storage = (jobs.cache_dir / "tune").resolve()
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if self.address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster: no token files
-            options |= {
-                "num_cpus": max(1, math.ceil(self.max_concurrent * self.cpus_per_trial)),
-                "num_gpus": math.ceil(self.max_concurrent * self.gpus_per_trial),
-                "_temp_dir": short_path(jobs.cache_dir.resolve() / "ray"),
-            }
-        else:
-            options["address"] = self.address
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no per-result tables
-        ray.init(**options)
+        ray_init(
+            self.address,
+            self.max_concurrent * self.cpus_per_trial,
+            self.max_concurrent * self.gpus_per_trial,
+            jobs.cache_dir.resolve(),
+        )
         try:
             trainable = tune.with_resources(
                 tune.with_parameters(

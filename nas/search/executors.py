@@ -162,19 +162,14 @@ class RayExecutor:
 
     def run(self, setup: Setup, supernet: Any, poll: Poll, say: Say, run_dir: Path) -> list[int]:
         job = job_of(setup)
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if self.address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster: no token files
-            options |= {
-                "num_cpus": max(1, math.ceil(self.n_workers * self.cpus_per_worker)),
-                "num_gpus": math.ceil(self.n_workers * self.gpus_per_worker),
-                "_temp_dir": short_path(run_dir / "ray"),
-            }
-        else:
-            options["address"] = self.address
         import ray
 
-        ray.init(**options)
+        ray_init(
+            self.address,
+            self.n_workers * self.cpus_per_worker,
+            self.n_workers * self.gpus_per_worker,
+            run_dir,
+        )
         try:
             task = ray.remote(
                 num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_retries=self.max_retries
@@ -188,6 +183,24 @@ class RayExecutor:
             return ray.get(refs)
         finally:
             ray.shutdown()
+
+
+def ray_init(address: str | None, cpus: float, gpus: float, run_dir: Path) -> None:
+    """Join the Ray cluster at ``address``, or start a private local one sized for ``cpus`` and
+    ``gpus`` with its temporary files under ``run_dir/ray`` (no token files: nothing else joins)."""
+    import ray
+
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        options |= {
+            "num_cpus": max(1, math.ceil(cpus)),
+            "num_gpus": math.ceil(gpus),
+            "_temp_dir": short_path(run_dir / "ray"),
+        }
+    else:
+        options["address"] = address
+    ray.init(**options)
 
 
 def short_path(folder: Path) -> str:

@@ -22,10 +22,16 @@ commands:
   spaces     list the search spaces, their axes and number of members
                nas spaces
   train      train a found model or a timm baseline on its own (timm's training utilities)
-               nas train trial=12 [init=inherit]   (or front=true, latency_budget_ms=X,
-               arch=export/vit-trial12/arch.yaml, timm=resnet18) [retrain.epochs=30]
+               nas train trial=12 [init=inherit]   (or trials=[3,12], front=true, latency_budget_ms=X,
+               arch=export/vit-trial12/arch.yaml, timm=resnet18, timm_baselines=true)
+               [retrain.epochs=30] [trainer=tune trainer.gpus_per_trial=0.25]
   report     one HTML page + PNG per study: front, retrained front, timm baselines, hypervolume
                nas report [study_name=...] [out_dir=report]
+  serve      the service: REST API (+ OpenAPI docs at /docs) over the study storage
+               nas serve [host=127.0.0.1] [port=8080] [public_reads=false] [export_dir=export]
+  token      bearer tokens of the service, stored hashed in the storage
+               nas token create token_name=alice [scope=read|write];  nas token revoke token_name=alice;
+               nas token list
   dashboard  serve optuna-dashboard on the study storage
                nas dashboard [port=8080]
   profile    measure one architecture and print its latency statistics
@@ -39,11 +45,12 @@ options:
   --config-dir DIR  also read config groups (e.g. DIR/space/myspace.yaml) from DIR
   --cfg             print the composed config and exit
 
-keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, device, cache_dir,
-  dataset=embedded|fashion_mnist|cifar10|imagefolder, sampler=random|tpe|nsga2,
-  profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet.<recipe key>, trial,
-  latency_budget_ms, out_dir, overwrite, arch, front, timm, timm_kwargs, init, retrain.<recipe key>,
-  n_samples, predictor, host, port
+keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, sampler_seed, device,
+  cache_dir, dataset=embedded|fashion_mnist|cifar10|imagefolder, sampler=random|tpe|nsga2,
+  profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet=default|gpu, executor=local|ray,
+  trial, latency_budget_ms, out_dir, overwrite, arch, trials, front, timm, timm_kwargs,
+  timm_baselines, init, retrain.<recipe key>, trainer=local|tune, baselines, n_samples, predictor,
+  host, port, public_reads, export_dir, token_name, scope
 """
 
 
@@ -133,6 +140,75 @@ def _latency(cfg, config_dirs, console, action: str) -> int:
     return {"fit": run_fit, "eval": run_eval}[action](cfg, config_dirs, console)
 
 
+def _serve(cfg, config_dirs, console) -> int:
+    import socket
+
+    from nas.errors import UserError
+    from web.storage import service_url  # the top floor: web/ never imports torch
+
+    try:
+        url = service_url(cfg.storage)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        with socket.create_server((cfg.host, cfg.port)):
+            pass
+    except OSError as e:
+        raise UserError(f"port: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    import signal
+
+    import uvicorn
+
+    from web.app import create_app
+
+    app = create_app(url, public_reads=cfg.public_reads, export_dir=cfg.export_dir)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server keeps no state: kill ends it
+    reads = "public" if cfg.public_reads else "with a read token"
+    console.print(
+        f"nas service on http://{cfg.host}:{cfg.port}/ (API /api, docs /docs; reads {reads}); Ctrl-C stops"
+    )
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    return 0
+
+
+def _token(cfg, config_dirs, console, action: str) -> int:
+    import sqlalchemy as sa
+
+    from nas.errors import UserError
+    from nas.study import check_storage_url, normalise_url
+    from web.auth import TokenStore
+
+    check_storage_url(cfg.storage, writing=action == "create")
+    engine = sa.create_engine(normalise_url(cfg.storage))
+    try:
+        store = TokenStore(engine)
+        if action == "create":
+            try:
+                token = store.create(cfg.token_name or "", cfg.scope)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            console.print(
+                f"{cfg.scope} token {cfg.token_name!r} (shown once; the storage keeps only its hash):"
+            )
+            print(token)
+        elif action == "revoke":
+            if not cfg.token_name:
+                raise UserError("token_name: name the token to revoke")
+            count = store.revoke(cfg.token_name)
+            if not count:
+                raise UserError(f"token_name: no live token called {cfg.token_name!r}")
+            console.print(f"revoked {count} token(s) called {cfg.token_name!r}")
+        else:
+            for row in store.list():
+                state = f"revoked {row['revoked']:%Y-%m-%d %H:%M}" if row["revoked"] else "live"
+                console.print(
+                    f"{row['name']}  {row['scope']}  created {row['created']:%Y-%m-%d %H:%M}  {state}"
+                )
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _report(cfg, config_dirs, console) -> int:
     from nas.report import run_report
 
@@ -154,8 +230,10 @@ COMMANDS: dict[str, Callable] = {
     "latency": _latency,
     "train": _train,
     "report": _report,
+    "serve": _serve,
+    "token": _token,
 }
-SUBCOMMANDS = {"latency": ("fit", "eval")}
+SUBCOMMANDS = {"latency": ("fit", "eval"), "token": ("create", "revoke", "list")}
 
 
 def _split_options(args: list[str]) -> tuple[list[str], list[str], bool]:

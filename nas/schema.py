@@ -64,6 +64,11 @@ class NasConfig(BaseModel):
     timm_kwargs: dict[str, Any] | None = None
     init: Literal["scratch", "inherit"] = "scratch"
     timm_baselines: bool = False
+    # nas serve / nas token
+    public_reads: bool = False
+    export_dir: str = Field(default="export", min_length=1)
+    token_name: str | None = Field(default=None, min_length=1, max_length=200)
+    scope: Literal["read", "write"] = "read"
     # nas dashboard
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)]

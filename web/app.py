@@ -1,0 +1,287 @@
+"""The service's HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``, docs at ``/docs``).
+
+Every figure is read from the study storage (SQLite or PostgreSQL) on each request, so the server
+holds no state of its own and can be restarted at any time. This package never imports torch:
+exports run as ``nas export`` processes, and trial figures are read straight from Optuna's
+storage.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime,
+# and they name dependencies local to create_app.
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import optuna
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, Field
+
+from web.auth import Caller, TokenStore
+
+STUDY_ATTR = "nas"  # the study attribute nas search writes (what the figures are valid for)
+DOWNLOADS = ("model.onnx", "arch.yaml", "export.json")
+
+
+def _top1(t: FrozenTrial) -> float:
+    return float(t.user_attrs["top1"])
+
+
+def _latency(t: FrozenTrial) -> float:
+    return float(t.user_attrs["latency"]["median"])
+
+
+def _scored(t: FrozenTrial) -> bool:
+    return t.state == TrialState.COMPLETE and "top1" in t.user_attrs and "latency" in t.user_attrs
+
+
+def front_of(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The (top-1 max, latency min) Pareto front in O(n log n): sort by latency, keep each trial
+    whose top-1 beats every faster one."""
+    front, best = [], float("-inf")
+    for t in sorted((t for t in trials if _scored(t)), key=lambda t: (_latency(t), -_top1(t))):
+        if _top1(t) > best:
+            front.append(t)
+            best = _top1(t)
+    return front
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
+
+
+class TrialOut(BaseModel):
+    number: int
+    state: str
+    top1: float | None = None
+    latency: dict[str, Any] | None = None
+    summary: str | None = None
+    params: int | None = None
+    flops: int | None = None
+    arch: dict[str, Any] | None = None
+    fail_reason: str | None = None
+
+
+class TrialPage(BaseModel):
+    total: int
+    offset: int
+    items: list[TrialOut]
+
+
+class StudyOut(BaseModel):
+    name: str
+    completed: int
+    running: int
+    failed: int
+    best_top1: float | None
+    front_size: int
+    space: str | None
+    dataset: str | None
+
+
+class ExportIn(BaseModel):
+    trial: int | None = Field(default=None, ge=0)
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+
+
+class ExportOut(BaseModel):
+    trial: int
+    folder: str
+    files: list[str]
+    message: str
+
+
+def _trial_out(t: FrozenTrial, detail: bool) -> TrialOut:
+    a = t.user_attrs
+    return TrialOut(
+        number=t.number,
+        state=t.state.name,
+        top1=a.get("top1"),
+        latency=a.get("latency"),
+        summary=a.get("summary"),
+        params=a.get("params"),
+        flops=a.get("flops"),
+        arch=a.get("arch") if detail else None,
+        fail_reason=a.get("fail_reason"),
+    )
+
+
+def create_app(
+    storage_url: str, public_reads: bool = False, export_dir: str | Path = "export", workdir: str | Path = "."
+) -> FastAPI:
+    """The API over the study storage at ``storage_url``. ``public_reads``: GETs need no token.
+    Exports go under ``export_dir``; ``nas export`` runs in ``workdir`` (where the cache is)."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    tokens = TokenStore(storage.engine)
+    export_root = Path(export_dir).resolve()
+    app = FastAPI(
+        title="nas",
+        version="1",
+        description="Neural architecture search service: studies, trials, fronts, exports.",
+    )
+
+    def caller(request: Request) -> Caller | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            return None
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "expected Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+        found = tokens.check(token.strip())
+        if found is None:
+            raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+        return found
+
+    def reader(who: Annotated[Caller | None, Depends(caller)]) -> Caller:
+        if who is None:
+            if public_reads:
+                return Caller("public", "read")
+            raise HTTPException(401, "a token is needed (nas token create)", {"WWW-Authenticate": "Bearer"})
+        return who
+
+    def writer(who: Annotated[Caller | None, Depends(caller)]) -> Caller:
+        if who is None:
+            raise HTTPException(
+                401, "a write token is needed (nas token create scope=write)", {"WWW-Authenticate": "Bearer"}
+            )
+        if not who.may("write"):
+            raise HTTPException(403, f"token {who.name!r} may only read")
+        return who
+
+    def study_of(name: str) -> optuna.Study:
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            raise HTTPException(404, f"no study {name!r}") from None
+
+    @app.get("/api/health")
+    def health() -> dict[str, bool]:
+        storage.get_all_studies()  # the storage answers
+        return {"ok": True}
+
+    @app.get("/api/studies", response_model=list[StudyOut])
+    def studies(who: Annotated[Caller, Depends(reader)]) -> list[StudyOut]:
+        out = []
+        for frozen in storage.get_all_studies():
+            trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+            done = [t for t in trials if _scored(t)]
+            info = frozen.user_attrs.get(STUDY_ATTR, {})
+            out.append(
+                StudyOut(
+                    name=frozen.study_name,
+                    completed=len(done),
+                    running=sum(t.state == TrialState.RUNNING for t in trials),
+                    failed=sum(t.state == TrialState.FAIL for t in trials),
+                    best_top1=max((_top1(t) for t in done), default=None),
+                    front_size=len(front_of(done)),
+                    space=(info.get("space") or {}).get("name"),
+                    dataset=info.get("dataset"),
+                )
+            )
+        return out
+
+    @app.get("/api/studies/{name}")
+    def study(name: str, who: Annotated[Caller, Depends(reader)]) -> dict[str, Any]:
+        s = study_of(name)
+        info = s.user_attrs.get(STUDY_ATTR, {})
+        states = [t.state.name for t in s.get_trials(deepcopy=False)]
+        return {
+            "name": name,
+            "directions": [d.name.lower() for d in s.directions],
+            "objectives": info.get("objectives"),
+            "space": info.get("space"),
+            "dataset": info.get("dataset"),
+            "profiler": info.get("profiler"),
+            "hardware": info.get("hardware_info"),
+            "supernet": info.get("supernet"),
+            "samplers": s.user_attrs.get("samplers", []),
+            "trials": {state: states.count(state) for state in sorted(set(states))},
+        }
+
+    @app.get("/api/studies/{name}/trials", response_model=TrialPage)
+    def trials(
+        name: str,
+        who: Annotated[Caller, Depends(reader)],
+        state: Literal["COMPLETE", "RUNNING", "FAIL", "PRUNED", "WAITING"] | None = None,
+        min_latency: float | None = None,
+        max_latency: float | None = None,
+        sort: Literal["number", "top1", "latency"] = "number",
+        order: Literal["asc", "desc"] = "asc",
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> TrialPage:
+        s = study_of(name)
+        chosen = s.get_trials(deepcopy=False, states=(TrialState[state],) if state else None)
+        if min_latency is not None or max_latency is not None:
+            low, high = min_latency or float("-inf"), max_latency if max_latency is not None else float("inf")
+            chosen = [t for t in chosen if "latency" in t.user_attrs and low <= _latency(t) <= high]
+        keys = {
+            "number": lambda t: t.number,
+            "top1": lambda t: t.user_attrs.get("top1", float("-inf")),
+            "latency": lambda t: t.user_attrs.get("latency", {}).get("median", float("inf")),
+        }
+        chosen = sorted(chosen, key=keys[sort], reverse=order == "desc")
+        page = chosen[offset : offset + limit]
+        return TrialPage(total=len(chosen), offset=offset, items=[_trial_out(t, False) for t in page])
+
+    @app.get("/api/studies/{name}/trials/{number}", response_model=TrialOut)
+    def trial(name: str, number: int, who: Annotated[Caller, Depends(reader)]) -> TrialOut:
+        s = study_of(name)
+        match = [t for t in s.get_trials(deepcopy=False) if t.number == number]
+        if not match:
+            raise HTTPException(404, f"study {name!r} has no trial {number}")
+        return _trial_out(match[0], True)
+
+    @app.get("/api/studies/{name}/front", response_model=list[TrialOut])
+    def front(name: str, who: Annotated[Caller, Depends(reader)]) -> list[TrialOut]:
+        return [_trial_out(t, False) for t in front_of(study_of(name).get_trials(deepcopy=False))]
+
+    @app.get("/api/studies/{name}/best", response_model=TrialOut)
+    def best(
+        name: str, latency_budget_ms: Annotated[float, Query(gt=0)], who: Annotated[Caller, Depends(reader)]
+    ) -> TrialOut:
+        within = [
+            t for t in front_of(study_of(name).get_trials(deepcopy=False)) if _latency(t) <= latency_budget_ms
+        ]
+        if not within:
+            raise HTTPException(404, f"no completed trial of {name!r} within {latency_budget_ms} ms")
+        return _trial_out(max(within, key=_top1), True)
+
+    @app.post("/api/studies/{name}/exports", response_model=ExportOut, status_code=201)
+    def export(name: str, body: ExportIn, who: Annotated[Caller, Depends(writer)]) -> ExportOut:
+        """Export a trial (or the best within a latency budget) as ``nas export`` does."""
+        study_of(name)
+        if (body.trial is None) == (body.latency_budget_ms is None):
+            raise HTTPException(422, "give exactly one of trial or latency_budget_ms")
+        number = body.trial
+        if number is None:
+            number = best(name, body.latency_budget_ms, who).number
+        folder = export_root / f"{_safe(name)}-trial{number}"
+        command = [sys.executable, "-m", "nas", "export", f"storage={storage_url}", f"study_name={name}"]
+        command += [f"trial={number}", f"out_dir={folder}", "overwrite=true", "progress=false"]
+        done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+        if done.returncode == 2:
+            raise HTTPException(
+                422, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "bad input"
+            )
+        if done.returncode != 0:
+            raise HTTPException(500, f"nas export failed (exit {done.returncode})")
+        files = sorted(p.name for p in folder.iterdir() if p.name in DOWNLOADS)
+        return ExportOut(trial=number, folder=folder.name, files=files, message=done.stdout.strip()[-500:])
+
+    @app.get("/api/studies/{name}/trials/{number}/export/{filename}")
+    def download(
+        name: str, number: int, filename: str, who: Annotated[Caller, Depends(reader)]
+    ) -> FileResponse:
+        """A file of a trial's export; nothing outside the export folder is ever served."""
+        if filename not in DOWNLOADS:
+            raise HTTPException(404, "no such file")
+        path = (export_root / f"{_safe(name)}-trial{number}" / filename).resolve()
+        if not path.is_relative_to(export_root) or not path.is_file():
+            raise HTTPException(404, "no such file; export the trial first")
+        return FileResponse(path, filename=filename)
+
+    return app

@@ -16,11 +16,12 @@ from typing import Annotated, Any, Literal
 
 import optuna
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, Field
 
 from web.auth import Caller, TokenStore
+from web.jobs import JobStore
 
 STUDY_ATTR = "nas"  # the study attribute nas search writes (what the figures are valid for)
 DOWNLOADS = ("model.onnx", "arch.yaml", "export.json")
@@ -87,6 +88,23 @@ class ExportIn(BaseModel):
     latency_budget_ms: float | None = Field(default=None, gt=0)
 
 
+class JobIn(BaseModel):
+    kind: Literal["search", "export", "train"]
+    args: list[str] = Field(default_factory=list, max_length=100, description="the CLI's key=value overrides")
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    args: list[str]
+    owner: str
+    status: str
+    exit_code: int | None
+    created: str
+    finished: str | None
+    progress: dict[str, Any] | None = None
+
+
 class ExportOut(BaseModel):
     trial: int
     folder: str
@@ -117,6 +135,7 @@ def create_app(
     storage = optuna.storages.RDBStorage(storage_url)
     tokens = TokenStore(storage.engine)
     export_root = Path(export_dir).resolve()
+    job_store = JobStore(storage_url, Path(workdir).resolve() / ".nas_jobs", Path(workdir).resolve())
     app = FastAPI(
         title="nas",
         version="1",
@@ -283,5 +302,65 @@ def create_app(
         if not path.is_relative_to(export_root) or not path.is_file():
             raise HTTPException(404, "no such file; export the trial first")
         return FileResponse(path, filename=filename)
+
+    def job_out(job: dict) -> JobOut:
+        progress = None
+        names = [a.split("=", 1)[1] for a in job["args"] if a.startswith("study_name=")]
+        if job["kind"] == "search" and names:
+            try:
+                frozen = storage.get_study_id_from_name(names[-1])
+                done = storage.get_all_trials(frozen, deepcopy=False, states=(TrialState.COMPLETE,))
+                progress = {"study": names[-1], "completed": len(done)}
+            except KeyError:
+                progress = {"study": names[-1], "completed": 0}
+        return JobOut(
+            id=job["id"],
+            kind=job["kind"],
+            args=job["args"],
+            owner=job["owner"],
+            status=job["status"],
+            exit_code=job["exit_code"],
+            created=job["created"].isoformat(),
+            finished=job["finished"].isoformat() if job["finished"] else None,
+            progress=progress,
+        )
+
+    @app.post("/api/jobs", response_model=JobOut, status_code=201)
+    def start_job(body: JobIn, who: Annotated[Caller, Depends(writer)]) -> JobOut:
+        """Start ``nas <kind> <args>`` on this machine; the arguments are checked as the CLI checks
+        them first (422 with its one-line error). Starting a search again resumes it."""
+        if any(a.split("=", 1)[0].lstrip("+~") in ("storage", "cache_dir") for a in body.args):
+            raise HTTPException(422, "storage and cache_dir are the server's; leave them out")
+        if any(a.startswith("-") for a in body.args):
+            raise HTTPException(422, "give key=value overrides only")
+        error = job_store.check(body.kind, body.args)
+        if error is not None:
+            raise HTTPException(422, error)
+        return job_out(job_store.get(job_store.start(body.kind, body.args, who.name)))
+
+    @app.get("/api/jobs", response_model=list[JobOut])
+    def list_jobs(who: Annotated[Caller, Depends(reader)]) -> list[JobOut]:
+        return [job_out(job) for job in job_store.list()]
+
+    @app.get("/api/jobs/{job_id}", response_model=JobOut)
+    def get_job(job_id: int, who: Annotated[Caller, Depends(reader)]) -> JobOut:
+        job = job_store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job_out(job)
+
+    @app.get("/api/jobs/{job_id}/log", response_class=PlainTextResponse)
+    def job_log(job_id: int, who: Annotated[Caller, Depends(reader)]) -> str:
+        text = job_store.log_tail(job_id)
+        if text is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return text
+
+    @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut)
+    def cancel_job(job_id: int, who: Annotated[Caller, Depends(writer)]) -> JobOut:
+        job = job_store.cancel(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job_out(job)
 
     return app

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import optuna
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, Field
 
@@ -175,6 +175,13 @@ def create_app(
             return optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             raise HTTPException(404, f"no study {name!r}") from None
+
+    page = (Path(__file__).parent / "static" / "index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        """The page (no external assets; it asks for a token and keeps it in the browser)."""
+        return page
 
     @app.get("/api/health")
     def health() -> dict[str, bool]:

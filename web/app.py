@@ -16,38 +16,20 @@ from typing import Annotated, Any, Literal
 
 import optuna
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as Path_
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from pydantic import BaseModel, Field
 
 from web.auth import Caller, TokenStore
 from web.jobs import JobStore
+from web.queries import StudyQueries, front_points
 
 STUDY_ATTR = "nas"  # the study attribute nas search writes (what the figures are valid for)
 DOWNLOADS = ("model.onnx", "arch.yaml", "export.json")
-
-
-def _top1(t: FrozenTrial) -> float:
-    return float(t.user_attrs["top1"])
-
-
-def _latency(t: FrozenTrial) -> float:
-    return float(t.user_attrs["latency"]["median"])
-
-
-def _scored(t: FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and "top1" in t.user_attrs and "latency" in t.user_attrs
-
-
-def front_of(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The (top-1 max, latency min) Pareto front in O(n log n): sort by latency, keep each trial
-    whose top-1 beats every faster one."""
-    front, best = [], float("-inf")
-    for t in sorted((t for t in trials if _scored(t)), key=lambda t: (_latency(t), -_top1(t))):
-        if _top1(t) > best:
-            front.append(t)
-            best = _top1(t)
-    return front
+MAX_ID = 2**31 - 1  # trial numbers, job ids, offsets: beyond what SQL integers hold is a 422
+Id = Annotated[int, Path_(ge=0, le=MAX_ID)]
+Latency = Annotated[float | None, Query(allow_inf_nan=False)]
 
 
 def _safe(name: str) -> str:
@@ -84,7 +66,7 @@ class StudyOut(BaseModel):
 
 
 class ExportIn(BaseModel):
-    trial: int | None = Field(default=None, ge=0)
+    trial: int | None = Field(default=None, ge=0, le=MAX_ID)
     latency_budget_ms: float | None = Field(default=None, gt=0)
 
 
@@ -110,6 +92,22 @@ class ExportOut(BaseModel):
     folder: str
     files: list[str]
     message: str
+
+
+SUMMARY_KEYS = ("top1", "latency", "summary", "params", "flops", "fail_reason")
+
+
+def _summary_out(number: int, state: str, a: dict[str, Any]) -> TrialOut:
+    return TrialOut(
+        number=number,
+        state=state,
+        top1=a.get("top1"),
+        latency=a.get("latency"),
+        summary=a.get("summary"),
+        params=a.get("params"),
+        flops=a.get("flops"),
+        fail_reason=a.get("fail_reason"),
+    )
 
 
 def _trial_out(t: FrozenTrial, detail: bool) -> TrialOut:
@@ -176,6 +174,19 @@ def create_app(
         except KeyError:
             raise HTTPException(404, f"no study {name!r}") from None
 
+    def queries_of(name: str) -> StudyQueries:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            raise HTTPException(404, f"no study {name!r}") from None
+        info = storage.get_study_user_attrs(study_id).get(STUDY_ATTR, {})
+        return StudyQueries(storage.engine, study_id, list(info.get("objectives") or []))
+
+    def front_out(q: StudyQueries) -> list[TrialOut]:
+        front = front_points(q.points())
+        attrs = q.attrs([p.trial_id for p in front], SUMMARY_KEYS)
+        return [_summary_out(p.number, "COMPLETE", attrs[p.trial_id]) for p in front]
+
     page = (Path(__file__).parent / "static" / "index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -192,17 +203,17 @@ def create_app(
     def studies(who: Annotated[Caller, Depends(reader)]) -> list[StudyOut]:
         out = []
         for frozen in storage.get_all_studies():
-            trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
-            done = [t for t in trials if _scored(t)]
             info = frozen.user_attrs.get(STUDY_ATTR, {})
+            q = StudyQueries(storage.engine, frozen._study_id, list(info.get("objectives") or []))
+            points, states = q.points(), q.states()
             out.append(
                 StudyOut(
                     name=frozen.study_name,
-                    completed=len(done),
-                    running=sum(t.state == TrialState.RUNNING for t in trials),
-                    failed=sum(t.state == TrialState.FAIL for t in trials),
-                    best_top1=max((_top1(t) for t in done), default=None),
-                    front_size=len(front_of(done)),
+                    completed=states.get("COMPLETE", 0),
+                    running=states.get("RUNNING", 0),
+                    failed=states.get("FAIL", 0),
+                    best_top1=max((p.top1 for p in points), default=None),
+                    front_size=len(front_points(points)),
                     space=(info.get("space") or {}).get("name"),
                     dataset=info.get("dataset"),
                 )
@@ -213,7 +224,7 @@ def create_app(
     def study(name: str, who: Annotated[Caller, Depends(reader)]) -> dict[str, Any]:
         s = study_of(name)
         info = s.user_attrs.get(STUDY_ATTR, {})
-        states = [t.state.name for t in s.get_trials(deepcopy=False)]
+        states = queries_of(name).states()
         return {
             "name": name,
             "directions": [d.name.lower() for d in s.directions],
@@ -224,7 +235,7 @@ def create_app(
             "hardware": info.get("hardware_info"),
             "supernet": info.get("supernet"),
             "samplers": s.user_attrs.get("samplers", []),
-            "trials": {state: states.count(state) for state in sorted(set(states))},
+            "trials": dict(sorted(states.items())),
         }
 
     @app.get("/api/studies/{name}/trials", response_model=TrialPage)
@@ -232,49 +243,42 @@ def create_app(
         name: str,
         who: Annotated[Caller, Depends(reader)],
         state: Literal["COMPLETE", "RUNNING", "FAIL", "PRUNED", "WAITING"] | None = None,
-        min_latency: float | None = None,
-        max_latency: float | None = None,
+        min_latency: Latency = None,
+        max_latency: Latency = None,
         sort: Literal["number", "top1", "latency"] = "number",
         order: Literal["asc", "desc"] = "asc",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> TrialPage:
-        s = study_of(name)
-        chosen = s.get_trials(deepcopy=False, states=(TrialState[state],) if state else None)
-        if min_latency is not None or max_latency is not None:
-            low, high = min_latency or float("-inf"), max_latency if max_latency is not None else float("inf")
-            chosen = [t for t in chosen if "latency" in t.user_attrs and low <= _latency(t) <= high]
-        keys = {
-            "number": lambda t: t.number,
-            "top1": lambda t: t.user_attrs.get("top1", float("-inf")),
-            "latency": lambda t: t.user_attrs.get("latency", {}).get("median", float("inf")),
-        }
-        chosen = sorted(chosen, key=keys[sort], reverse=order == "desc")
-        page = chosen[offset : offset + limit]
-        return TrialPage(total=len(chosen), offset=offset, items=[_trial_out(t, False) for t in page])
+        q = queries_of(name)
+        total, rows = q.page(state, min_latency, max_latency, sort, order == "desc", offset, limit)
+        attrs = q.attrs([trial_id for trial_id, _, _ in rows], SUMMARY_KEYS)
+        items = [_summary_out(number, st, attrs[trial_id]) for trial_id, number, st in rows]
+        return TrialPage(total=total, offset=offset, items=items)
 
     @app.get("/api/studies/{name}/trials/{number}", response_model=TrialOut)
-    def trial(name: str, number: int, who: Annotated[Caller, Depends(reader)]) -> TrialOut:
-        s = study_of(name)
-        match = [t for t in s.get_trials(deepcopy=False) if t.number == number]
-        if not match:
-            raise HTTPException(404, f"study {name!r} has no trial {number}")
-        return _trial_out(match[0], True)
+    def trial(name: str, number: Id, who: Annotated[Caller, Depends(reader)]) -> TrialOut:
+        q = queries_of(name)
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(q.study_id, number)
+        except KeyError:
+            raise HTTPException(404, f"study {name!r} has no trial {number}") from None
+        return _trial_out(storage.get_trial(trial_id), True)
 
     @app.get("/api/studies/{name}/front", response_model=list[TrialOut])
     def front(name: str, who: Annotated[Caller, Depends(reader)]) -> list[TrialOut]:
-        return [_trial_out(t, False) for t in front_of(study_of(name).get_trials(deepcopy=False))]
+        return front_out(queries_of(name))
 
     @app.get("/api/studies/{name}/best", response_model=TrialOut)
     def best(
         name: str, latency_budget_ms: Annotated[float, Query(gt=0)], who: Annotated[Caller, Depends(reader)]
     ) -> TrialOut:
-        within = [
-            t for t in front_of(study_of(name).get_trials(deepcopy=False)) if _latency(t) <= latency_budget_ms
-        ]
+        q = queries_of(name)
+        within = [p for p in front_points(q.points()) if p.latency <= latency_budget_ms]
         if not within:
             raise HTTPException(404, f"no completed trial of {name!r} within {latency_budget_ms} ms")
-        return _trial_out(max(within, key=_top1), True)
+        chosen = max(within, key=lambda p: p.top1)
+        return _trial_out(storage.get_trial(chosen.trial_id), True)
 
     @app.post("/api/studies/{name}/exports", response_model=ExportOut, status_code=201)
     def export(name: str, body: ExportIn, who: Annotated[Caller, Depends(writer)]) -> ExportOut:
@@ -300,7 +304,7 @@ def create_app(
 
     @app.get("/api/studies/{name}/trials/{number}/export/{filename}")
     def download(
-        name: str, number: int, filename: str, who: Annotated[Caller, Depends(reader)]
+        name: str, number: Id, filename: str, who: Annotated[Caller, Depends(reader)]
     ) -> FileResponse:
         """A file of a trial's export; nothing outside the export folder is ever served."""
         if filename not in DOWNLOADS:
@@ -315,9 +319,8 @@ def create_app(
         names = [a.split("=", 1)[1] for a in job["args"] if a.startswith("study_name=")]
         if job["kind"] == "search" and names:
             try:
-                frozen = storage.get_study_id_from_name(names[-1])
-                done = storage.get_all_trials(frozen, deepcopy=False, states=(TrialState.COMPLETE,))
-                progress = {"study": names[-1], "completed": len(done)}
+                states = StudyQueries(storage.engine, storage.get_study_id_from_name(names[-1]), []).states()
+                progress = {"study": names[-1], "completed": states.get("COMPLETE", 0)}
             except KeyError:
                 progress = {"study": names[-1], "completed": 0}
         return JobOut(
@@ -350,21 +353,21 @@ def create_app(
         return [job_out(job) for job in job_store.list()]
 
     @app.get("/api/jobs/{job_id}", response_model=JobOut)
-    def get_job(job_id: int, who: Annotated[Caller, Depends(reader)]) -> JobOut:
+    def get_job(job_id: Id, who: Annotated[Caller, Depends(reader)]) -> JobOut:
         job = job_store.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
         return job_out(job)
 
     @app.get("/api/jobs/{job_id}/log", response_class=PlainTextResponse)
-    def job_log(job_id: int, who: Annotated[Caller, Depends(reader)]) -> str:
+    def job_log(job_id: Id, who: Annotated[Caller, Depends(reader)]) -> str:
         text = job_store.log_tail(job_id)
         if text is None:
             raise HTTPException(404, f"no job {job_id}")
         return text
 
     @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut)
-    def cancel_job(job_id: int, who: Annotated[Caller, Depends(writer)]) -> JobOut:
+    def cancel_job(job_id: Id, who: Annotated[Caller, Depends(writer)]) -> JobOut:
         job = job_store.cancel(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")

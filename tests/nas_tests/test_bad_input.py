@@ -195,7 +195,10 @@ CASES = [
     (["train", "trial=0", "trainer=tune", "trainer.max_concurrent=0"], ["trainer.max_concurrent"]),
     (["train", "trial=0", "trainer=tune", "trainer.scheduler=hyperband"], ["trainer.scheduler", "asha"]),
     (["train", "trial=0", "trainer=nope"], ["trainer", "local", "tune"]),
-    (["train", "trial=0", "+baselines.models.not_a_timm_model={{}}"], ["baselines.models", "not_a_timm_model"]),
+    (
+        ["train", "trial=0", "+baselines.models.not_a_timm_model={{}}"],
+        ["baselines.models", "not_a_timm_model"],
+    ),
     (["train", "trial=0", "retrain.epochs=0"], ["retrain.epochs", ">= 1"]),
     (["train", "trial=0", "retrain.ema_decay=1.5"], ["retrain.ema_decay"]),
     (["search", "+space=tiny", "seed=${{nope}}"], ["seed", "nope"]),

@@ -63,7 +63,7 @@ def test_a_previous_export_is_replaced_only_with_overwrite(study_copy):
     code, said = export(work, "trial=0", "out_dir=models/best")
     assert code == 0, said
     first = files(work / "models" / "best")
-    assert set(first) == {"model.onnx", "arch.yaml", "export.json"}
+    assert set(first) == {"model.onnx", "arch.yaml", "model.pt", "export.json"}
     assert json.loads(first["export.json"])["trial"] == 0
 
     code, said = export(work, "trial=1", "out_dir=models/best")
@@ -125,7 +125,7 @@ def test_an_interrupted_export_leaves_no_partial_folder(study_copy, sig):
         assert leftovers == [f".model.nas-new-{proc.pid}"]
     code, said = export(work, "trial=0", "out_dir=model")
     assert code == 0, said
-    assert set(files(target)) == {"model.onnx", "arch.yaml", "export.json"}
+    assert set(files(target)) == {"model.onnx", "arch.yaml", "model.pt", "export.json"}
     assert [p.name for p in work.iterdir() if ".nas-" in p.name] == []
 
 

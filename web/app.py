@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from web.auth import Caller, TokenStore
 from web.jobs import JobStore
-from web.queries import StudyQueries, front_points
+from web.queries import FrontCache, StudyQueries
 
 STUDY_ATTR = "nas"  # the study attribute nas search writes (what the figures are valid for)
 DOWNLOADS = ("model.onnx", "arch.yaml", "export.json")
@@ -133,6 +133,7 @@ def create_app(
     storage = optuna.storages.RDBStorage(storage_url)
     tokens = TokenStore(storage.engine)
     export_root = Path(export_dir).resolve()
+    fronts = FrontCache()
     job_store = JobStore(storage_url, Path(workdir).resolve() / ".nas_jobs", Path(workdir).resolve())
     app = FastAPI(
         title="nas",
@@ -183,7 +184,7 @@ def create_app(
         return StudyQueries(storage.engine, study_id, list(info.get("objectives") or []))
 
     def front_out(q: StudyQueries) -> list[TrialOut]:
-        front = front_points(q.points())
+        front = fronts.get(q)[1]
         attrs = q.attrs([p.trial_id for p in front], SUMMARY_KEYS)
         return [_summary_out(p.number, "COMPLETE", attrs[p.trial_id]) for p in front]
 
@@ -205,7 +206,7 @@ def create_app(
         for frozen in storage.get_all_studies():
             info = frozen.user_attrs.get(STUDY_ATTR, {})
             q = StudyQueries(storage.engine, frozen._study_id, list(info.get("objectives") or []))
-            points, states = q.points(), q.states()
+            (points, front), states = fronts.get(q), q.states()
             out.append(
                 StudyOut(
                     name=frozen.study_name,
@@ -213,7 +214,7 @@ def create_app(
                     running=states.get("RUNNING", 0),
                     failed=states.get("FAIL", 0),
                     best_top1=max((p.top1 for p in points), default=None),
-                    front_size=len(front_points(points)),
+                    front_size=len(front),
                     space=(info.get("space") or {}).get("name"),
                     dataset=info.get("dataset"),
                 )
@@ -274,7 +275,7 @@ def create_app(
         name: str, latency_budget_ms: Annotated[float, Query(gt=0)], who: Annotated[Caller, Depends(reader)]
     ) -> TrialOut:
         q = queries_of(name)
-        within = [p for p in front_points(q.points()) if p.latency <= latency_budget_ms]
+        within = [p for p in fronts.get(q)[1] if p.latency <= latency_budget_ms]
         if not within:
             raise HTTPException(404, f"no completed trial of {name!r} within {latency_budget_ms} ms")
         chosen = max(within, key=lambda p: p.top1)

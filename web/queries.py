@@ -53,6 +53,15 @@ class StudyQueries:
         with self.engine.connect() as connection:
             return [Point(*row) for row in connection.execute(self._scored())]
 
+    def version(self) -> tuple[int, int | None]:
+        """(COMPLETE trials, the newest one's id): changes whenever the scored set changes."""
+        query = sa.select(sa.func.count(), sa.func.max(T.c.trial_id)).where(
+            T.c.study_id == self.study_id, T.c.state == TrialState.COMPLETE
+        )
+        with self.engine.connect() as connection:
+            count, newest = connection.execute(query).one()
+        return count, newest
+
     def states(self) -> dict[str, int]:
         query = sa.select(T.c.state, sa.func.count()).where(T.c.study_id == self.study_id).group_by(T.c.state)
         with self.engine.connect() as connection:
@@ -113,3 +122,20 @@ def front_points(points: list[Point]) -> list[Point]:
             front.append(p)
             best = p.top1
     return front
+
+
+class FrontCache:
+    """Each study's scored points and front, recomputed only when its version changes (a new
+    completed trial): a request for an unchanged study of 10,000 trials costs one small query."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[tuple, list[Point], list[Point]]] = {}
+
+    def get(self, q: StudyQueries) -> tuple[list[Point], list[Point]]:
+        version = q.version()
+        entry = self.entries.get(q.study_id)
+        if entry is None or entry[0] != version:
+            points = q.points()
+            entry = (version, points, front_points(points))
+            self.entries[q.study_id] = entry  # one assignment: safe across the server's threads
+        return entry[1], entry[2]

@@ -9,6 +9,7 @@ import time
 
 import httpx
 import numpy as np
+import optuna
 import pytest
 
 from tests.conftest import REPO, run_in_process
@@ -195,3 +196,66 @@ def test_bad_service_input_is_one_line_and_exit_2(tmp_path, args, words):
     code, out, err = run_in_process(*args, cwd=tmp_path)
     assert code == 2, out + err
     assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
+
+
+def test_the_same_api_over_postgresql(postgres_url, tmp_path):
+    """The server over a real PostgreSQL storage: tokens, the auth matrix, studies, front, paging."""
+    import random
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(study_name="pg", storage=postgres_url, directions=["maximize", "minimize"])
+    study.set_user_attr(
+        "nas", {"objectives": ["accuracy", "latency"], "space": {"name": "vit"}, "dataset": "d"}
+    )
+    rng = random.Random(0)
+    points = [(rng.uniform(50, 90), rng.uniform(0.01, 3.0)) for _ in range(60)]
+    study.add_trials(
+        [
+            create_trial(
+                params={"x": 0.5},
+                distributions={"x": FloatDistribution(0, 1)},
+                values=[top1, ms],
+                user_attrs={"top1": top1, "latency": {"median": ms, "unit": "ms"}},
+            )
+            for top1, ms in points
+        ]
+    )
+    read = _token_at(tmp_path, postgres_url, "r", "read")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nas", "serve", f"port={port}", f"storage={postgres_url}"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/api/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert _get(base, "/api/studies").status_code == 401
+        (listed,) = _get(base, "/api/studies", read).json()
+        assert listed["completed"] == 60
+        front = _get(base, "/api/studies/pg/front", read).json()
+        expected = [(ms, top1) for top1, ms in points if not any(t2 > top1 and m2 < ms for t2, m2 in points)]
+        assert sorted((t["latency"]["median"], t["top1"]) for t in front) == sorted(expected)
+        page = _get(base, "/api/studies/pg/trials", read, sort="top1", order="desc", limit=5).json()
+        assert [t["top1"] for t in page["items"]] == sorted((p[0] for p in points), reverse=True)[:5]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _token_at(folder, storage, name, scope) -> str:
+    code, out, err = run_in_process(
+        "token", "create", f"token_name={name}", f"scope={scope}", f"storage={storage}", cwd=folder
+    )
+    assert code == 0, out + err
+    return out.strip().splitlines()[-1]

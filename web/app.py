@@ -270,6 +270,54 @@ def create_app(
     def front(name: str, who: Annotated[Caller, Depends(reader)]) -> list[TrialOut]:
         return front_out(queries_of(name))
 
+    @app.get("/api/studies/{name}/retrained")
+    def retrained(name: str, who: Annotated[Caller, Depends(reader)]) -> dict[str, list[dict[str, Any]]]:
+        """``nas train`` results stored with the study: found models trained on their own (with
+        the latency their trial measured) and timm baselines (with the latency measured for them)."""
+        q = queries_of(name)
+        attrs = storage.get_study_user_attrs(q.study_id)
+        found, baselines = [], []
+        numbers = {}
+        for key, record in attrs.items():
+            if key.startswith("retrained:") and isinstance(record, dict) and record.get("kind") == "trial":
+                numbers[int(record["name"])] = None
+        ids = {}
+        for number in numbers:
+            try:
+                ids[number] = storage.get_trial_id_from_study_id_trial_number(q.study_id, number)
+            except KeyError:
+                continue
+        latency = {
+            n: a.get("latency", {}).get("median")
+            for n, a in zip(ids, q.attrs(list(ids.values()), ("latency",)).values())
+        }
+        for key, record in sorted(attrs.items()):
+            if not key.startswith(("retrained:", "baseline:")) or not isinstance(record, dict):
+                continue
+            score = record.get("test_top1") if record.get("test_top1") is not None else record.get("val_top1")
+            if key.startswith("retrained:") and record.get("kind") == "trial" and int(record["name"]) in ids:
+                found.append(
+                    {
+                        "trial": int(record["name"]),
+                        "init": record.get("init"),
+                        "top1": score,
+                        "epochs": record.get("epochs"),
+                        "stopped_early": record.get("stopped_early", False),
+                        "latency": latency.get(int(record["name"])),
+                    }
+                )
+            elif key.startswith("baseline:") and record.get("measured"):
+                baselines.append(
+                    {
+                        "name": record["name"],
+                        "top1": score,
+                        "params": record.get("params"),
+                        "latency": record["measured"]["latency"]["median"],
+                        "unit": record["measured"]["unit"],
+                    }
+                )
+        return {"retrained": found, "baselines": baselines}
+
     @app.get("/api/studies/{name}/best", response_model=TrialOut)
     def best(
         name: str, latency_budget_ms: Annotated[float, Query(gt=0)], who: Annotated[Caller, Depends(reader)]

@@ -259,3 +259,32 @@ def _token_at(folder, storage, name, scope) -> str:
     )
     assert code == 0, out + err
     return out.strip().splitlines()[-1]
+
+
+def test_retrained_models_and_baselines_of_a_study(service):
+    base, folder, tokens = service
+    name = _get(base, "/api/studies", tokens["read"]).json()[0]["name"]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/nas.db")
+    study.set_user_attr(
+        "retrained:0:scratch:abc",
+        {"kind": "trial", "name": "0", "val_top1": 70.0, "test_top1": 69.5, "init": "scratch"},
+    )
+    measured = {"unit": "ms", "latency": {"median": 0.25}}
+    study.set_user_attr(
+        "baseline:resnet18:abc",
+        {
+            "kind": "baseline",
+            "name": "resnet18",
+            "val_top1": 80.0,
+            "test_top1": None,
+            "params": 11,
+            "measured": measured,
+        },
+    )
+    got = _get(base, f"/api/studies/{name}/retrained", tokens["read"]).json()
+    (found,) = got["retrained"]
+    assert found["trial"] == 0 and found["top1"] == 69.5
+    assert found["latency"] == study.trials[0].user_attrs["latency"]["median"]
+    assert got["baselines"] == [
+        {"name": "resnet18", "top1": 80.0, "params": 11, "latency": 0.25, "unit": "ms"}
+    ]

@@ -223,6 +223,11 @@ def test_the_same_api_over_postgresql(postgres_url, tmp_path):
         ]
     )
     read = _token_at(tmp_path, postgres_url, "r", "read")
+    revoked = _token_at(tmp_path, postgres_url, "gone", "write")
+    code, out, err = run_in_process(
+        "token", "revoke", "token_name=gone", f"storage={postgres_url}", cwd=tmp_path
+    )
+    assert code == 0, out + err
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "nas", "serve", f"port={port}", f"storage={postgres_url}"],
@@ -241,6 +246,12 @@ def test_the_same_api_over_postgresql(postgres_url, tmp_path):
             except httpx.TransportError:
                 time.sleep(0.1)
         assert _get(base, "/api/studies").status_code == 401
+        assert _get(base, "/api/studies", revoked).status_code == 401
+        export = f"{base}/api/studies/pg/exports"
+        assert (
+            httpx.post(export, json={"trial": 0}, headers={"Authorization": f"Bearer {read}"}).status_code
+            == 403
+        )
         (listed,) = _get(base, "/api/studies", read).json()
         assert listed["completed"] == 60
         front = _get(base, "/api/studies/pg/front", read).json()

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,7 @@ from latency_models.flops import count_params
 from nas.augment import random_flip, random_translate
 from nas.data import ImageData, safe_name
 from nas.errors import UserError
-from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, evaluate, resolve_device, save_atomic
+from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, check_ranges, evaluate, resolve_device, save_atomic
 
 PROGRESS_EVERY = 50  # steps between progress updates
 
@@ -54,20 +55,15 @@ class RetrainRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key, ok, limit in (
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", 0 < self.lr < math.inf, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and epochs"),
+        check_ranges(
+            "retrain",
+            self,
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("mixup", self.mixup >= 0, ">= 0"),
             ("cutmix", self.cutmix >= 0, ">= 0"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("translate", self.translate >= 0, ">= 0"),
-        ):
-            if not ok:
-                raise ValueError(f"retrain.{key}: expected a value {limit}, got {getattr(self, key)!r}")
+        )
         import timm.optim
         import timm.scheduler
 
@@ -252,10 +248,8 @@ def retrain(
                 x = random_translate(x, recipe.translate, generator)
                 x = random_flip(x, generator) if recipe.flip else x
                 x = x.float().div_(255)
-                if mixup is not None:
-                    torch.manual_seed(recipe.seed * STEP_SEED_STRIDE + step)  # Mixup draws from numpy/torch
-                    import numpy as np
-
+                if mixup is not None:  # Mixup draws from numpy's and torch's global generators
+                    torch.manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
                     np.random.seed((recipe.seed * STEP_SEED_STRIDE + step) % 2**32)
                     x, y = mixup(x, y)
                 with autocast:

@@ -44,6 +44,21 @@ PROFILE_SKIP, PROFILE_STEPS = 20, 20  # CUDA: steps skipped (warm-up), then prof
 STATS_SAMPLE = 10_000  # streamed data: images that give the normalisation statistics
 
 
+def check_ranges(group: str, recipe: Any, *extra: tuple[str, bool, str]) -> None:
+    """The ranges every training recipe shares (epochs, batch, lr, weight decay, warm-up) and
+    ``extra`` (key, holds, limit): the first that fails is a ValueError naming ``group.key``."""
+    shared = (
+        ("epochs", recipe.epochs >= 1, ">= 1"),
+        ("batch_size", recipe.batch_size >= 1, ">= 1"),
+        ("lr", 0 < recipe.lr < math.inf, "> 0"),
+        ("weight_decay", recipe.weight_decay >= 0, ">= 0"),
+        ("warmup_epochs", 0 <= recipe.warmup_epochs <= recipe.epochs, "between 0 and epochs"),
+    )
+    for key, ok, limit in (*shared, *extra):
+        if not ok:
+            raise ValueError(f"{group}.{key}: expected a value {limit}, got {getattr(recipe, key)!r}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     epochs: int = 12
@@ -65,12 +80,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         """Ranges (types are checked by the config schema before this is built)."""
-        for key, ok, limit in (
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", 0 < self.lr < math.inf, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and epochs"),
+        check_ranges(
+            "supernet",
+            self,
             ("num_random", self.num_random >= 0, ">= 0"),
             ("translate", self.translate >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
@@ -81,9 +93,7 @@ class Recipe:
             ),
             ("pool_epochs", self.pool_epochs >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
-        ):
-            if not ok:
-                raise ValueError(f"supernet.{key}: expected a value {limit}, got {getattr(self, key)!r}")
+        )
 
     def lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:
         warmup = max(1, int(self.warmup_epochs * steps_per_epoch))

@@ -8,6 +8,7 @@ storage.
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime,
 # and they name dependencies local to create_app.
+import contextlib
 import re
 import subprocess
 import sys
@@ -275,27 +276,22 @@ def create_app(
         """``nas train`` results stored with the study: found models trained on their own (with
         the latency their trial measured) and timm baselines (with the latency measured for them)."""
         q = queries_of(name)
-        attrs = storage.get_study_user_attrs(q.study_id)
-        found, baselines = [], []
-        numbers = {}
-        for key, record in attrs.items():
-            if key.startswith("retrained:") and isinstance(record, dict) and record.get("kind") == "trial":
-                numbers[int(record["name"])] = None
+        records = {
+            k: r
+            for k, r in storage.get_study_user_attrs(q.study_id).items()
+            if k.startswith(("retrained:", "baseline:")) and isinstance(r, dict)
+        }
+        numbers = {int(r["name"]) for r in records.values() if r.get("kind") == "trial"}
         ids = {}
         for number in numbers:
-            try:
+            with contextlib.suppress(KeyError):  # a trial of a study that was later replaced
                 ids[number] = storage.get_trial_id_from_study_id_trial_number(q.study_id, number)
-            except KeyError:
-                continue
-        latency = {
-            n: a.get("latency", {}).get("median")
-            for n, a in zip(ids, q.attrs(list(ids.values()), ("latency",)).values())
-        }
-        for key, record in sorted(attrs.items()):
-            if not key.startswith(("retrained:", "baseline:")) or not isinstance(record, dict):
-                continue
+        stored = q.attrs(list(ids.values()), ("latency",))
+        latency = {n: stored[i].get("latency", {}).get("median") for n, i in ids.items()}
+        found, baselines = [], []
+        for key, record in sorted(records.items()):
             score = record.get("test_top1") if record.get("test_top1") is not None else record.get("val_top1")
-            if key.startswith("retrained:") and record.get("kind") == "trial" and int(record["name"]) in ids:
+            if record.get("kind") == "trial" and int(record["name"]) in ids:
                 found.append(
                     {
                         "trial": int(record["name"]),
@@ -303,7 +299,7 @@ def create_app(
                         "top1": score,
                         "epochs": record.get("epochs"),
                         "stopped_early": record.get("stopped_early", False),
-                        "latency": latency.get(int(record["name"])),
+                        "latency": latency[int(record["name"])],
                     }
                 )
             elif key.startswith("baseline:") and record.get("measured"):

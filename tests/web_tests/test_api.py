@@ -1,11 +1,11 @@
 """The service: the real server (``nas serve``, uvicorn) on a free loopback port over a real
 SQLite study, real tokens (``nas token``), real exports (``nas export`` run by the server)."""
 
+import os
 import shutil
-import socket
+import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -13,12 +13,7 @@ import optuna
 import pytest
 
 from tests.conftest import REPO, run_in_process
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.web_tests.test_jobs import _free_port, _serve
 
 
 def _token(folder, name, scope="read") -> str:
@@ -36,29 +31,9 @@ def service(tiny_study, tmp_path_factory):
     tokens["revoked"] = _token(folder, "gone", "write")
     code, out, err = run_in_process("token", "revoke", "token_name=gone", cwd=folder)
     assert code == 0, out + err
-    port = _free_port()
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "nas", "serve", f"port={port}"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/api/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        server.kill()
-        pytest.fail(f"the server did not start: {server.stdout.read()}")
+    server, base = _serve(folder, _free_port())
     yield base, folder, tokens
-    server.terminate()
+    os.killpg(server.pid, signal.SIGTERM)
     server.wait(10)
 
 
@@ -228,23 +203,8 @@ def test_the_same_api_over_postgresql(postgres_url, tmp_path):
         "token", "revoke", "token_name=gone", f"storage={postgres_url}", cwd=tmp_path
     )
     assert code == 0, out + err
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "nas", "serve", f"port={port}", f"storage={postgres_url}"],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = _serve(tmp_path, _free_port(), f"storage={postgres_url}")
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/api/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         assert _get(base, "/api/studies").status_code == 401
         assert _get(base, "/api/studies", revoked).status_code == 401
         export = f"{base}/api/studies/pg/exports"
@@ -260,7 +220,7 @@ def test_the_same_api_over_postgresql(postgres_url, tmp_path):
         page = _get(base, "/api/studies/pg/trials", read, sort="top1", order="desc", limit=5).json()
         assert [t["top1"] for t in page["items"]] == sorted((p[0] for p in points), reverse=True)[:5]
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(10)
 
 

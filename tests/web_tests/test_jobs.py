@@ -24,9 +24,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(folder, port):
+def _serve(folder, port, *extra):
+    """``nas serve port=PORT *extra`` in ``folder`` (its own session), once it answers."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "nas", "serve", f"port={port}"],
+        [sys.executable, "-m", "nas", "serve", f"port={port}", *extra],
         cwd=folder,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,

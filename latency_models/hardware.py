@@ -43,3 +43,17 @@ def fingerprint() -> dict[str, str | int]:
 def fingerprint_id(info: dict | None = None) -> str:
     info = fingerprint() if info is None else info
     return hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def device_lock(device: str) -> str:
+    """The measurement lock of a torch device (latency_models.lock): the machine's for the CPU,
+    the GPU's own (by UUID) for a CUDA device, so workers on other GPUs need not wait."""
+    import torch
+
+    from latency_models.lock import MACHINE, gpu_lock
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return MACHINE
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return gpu_lock(str(torch.cuda.get_device_properties(index).uuid))

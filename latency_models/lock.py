@@ -1,4 +1,4 @@
-"""A machine-wide reader-writer lock that keeps latency measurements quiet.
+"""Machine-wide reader-writer locks that keep latency measurements quiet.
 
 Search workers hold it *shared* while they compute (extracting and scoring a candidate) and a
 profiler holds it *exclusively* while it times calls: a measurement then never overlaps another
@@ -6,6 +6,12 @@ measurement or another worker's computation on this machine, whichever process o
 belong to. A turnstile lets a waiting measurement in before new computations start (no
 starvation). ``fcntl.flock`` locks are released by the kernel when a process dies, so a killed
 worker never leaves the lock held.
+
+With several GPUs, each GPU has a lock of its own beside the machine's: a process that works on
+a GPU (``work_on``, e.g. a search worker given one GPU by Ray) holds that GPU's lock shared as
+well while it computes, and a measurement on a GPU (``measuring(gpu_lock(...))``) holds that
+GPU's lock exclusively and the machine's shared. So a GPU measurement never overlaps other work
+on the same GPU, while workers on the other GPUs go on; a CPU measurement still waits for all.
 
 Re-entrant per thread: inside ``computing()`` or ``measuring()``, a nested ``computing()`` holds
 on to what the thread has (a fresh shared request would queue behind a waiting measurement that
@@ -82,11 +88,39 @@ def _flocked(device: str, exclusive: bool):
         os.close(gate)
 
 
-def measuring(device: str = "machine"):
-    """Hold while timing calls: no other measurement and no worker computation runs meanwhile."""
-    return _locked(device, exclusive=True)
+MACHINE = "machine"
+_work_on: list[str] = []  # the GPU lock this process computes on (work_on), if any
 
 
-def computing(device: str = "machine"):
-    """Hold while computing (scoring candidates): many at once, never during a measurement."""
-    return _locked(device, exclusive=False)
+def work_on(gpu: str | None) -> None:
+    """Say which GPU this process computes on (its ``gpu_lock`` name; None: none): from now on
+    ``computing()`` also holds that GPU's lock shared."""
+    _work_on[:] = [gpu] if gpu else []
+
+
+def gpu_lock(uuid: str) -> str:
+    """The lock name of the GPU with this UUID (stable whatever CUDA_VISIBLE_DEVICES says)."""
+    return f"gpu-{uuid}"
+
+
+@contextlib.contextmanager
+def measuring(device: str = MACHINE):
+    """Hold while timing calls. On the machine (CPU timing): no other measurement and no
+    computation anywhere meanwhile. On a GPU (``gpu_lock``): none on that GPU; other GPUs' work
+    goes on."""
+    if device == MACHINE:
+        with _locked(MACHINE, exclusive=True):
+            yield
+        return
+    with _locked(MACHINE, exclusive=False), _locked(device, exclusive=True):
+        yield
+
+
+@contextlib.contextmanager
+def computing():
+    """Hold while computing (scoring candidates): many at once, never during a measurement on
+    this machine's CPU or on the GPU this process works on."""
+    with contextlib.ExitStack() as stack:
+        for name in (MACHINE, *_work_on):
+            stack.enter_context(_locked(name, exclusive=False))
+        yield

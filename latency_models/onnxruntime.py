@@ -8,7 +8,8 @@ import numpy as np
 
 from latency_models._base import LatencyResult, register_profiler
 from latency_models._timing import ModuleProfiler, pinned, quiet_measurement, resolve_cpu, time_calls
-from latency_models.lock import computing, measuring
+from latency_models.hardware import device_lock
+from latency_models.lock import MACHINE, computing, measuring
 from latency_models.onnx_io import to_onnx
 
 
@@ -55,6 +56,9 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         if missing:  # ORT would silently fall back to another provider: refuse instead
             raise ValueError(f"profiler.providers: {missing} not available here; available: {available}")
         self.providers = list(providers)
+        # On a GPU provider (its device 0) the measurement holds that GPU's lock; else the machine's.
+        on_gpu = any(p.split("ExecutionProvider")[0] in ("CUDA", "Tensorrt", "ROCM") for p in providers)
+        self._lock = device_lock("cuda:0") if on_gpu else MACHINE
         self.pin_cpu = pin_cpu
         self.max_background_load, self.retries = max_background_load, retries
         self._cpu = resolve_cpu(pin_cpu) if threads == 1 else None
@@ -92,7 +96,7 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         shape = (self.batch_size, *input_shape)
         feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
 
-        with measuring(), pinned(self._cpu):
+        with measuring(self._lock), pinned(self._cpu):
             rounds, load = quiet_measurement(
                 lambda: time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds),
                 self.max_background_load,

@@ -11,6 +11,7 @@ import torch
 
 from latency_models._base import LatencyResult, register_profiler
 from latency_models._timing import ModuleProfiler, pinned, quiet_measurement, resolve_cpu, time_calls
+from latency_models.hardware import device_lock
 from latency_models.lock import computing, measuring
 from search_spaces.sparse import semi_structured_weights
 
@@ -106,7 +107,7 @@ class TorchProfiler(ModuleProfiler):
         with computing():  # copying to the device, sparse conversion: never beside a measurement
             run = self.prepare(model)
         x = torch.rand(self.batch_size, *input_shape, device=self.device, dtype=DTYPES[self.dtype])
-        with measuring():
+        with measuring(device_lock(self.device)):  # a GPU's own lock: other GPUs' work goes on
             return self._measure(run, x, input_shape)
 
     def _measure(self, run, x: torch.Tensor, input_shape: tuple[int, ...]) -> LatencyResult:

@@ -301,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"nas {command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a run that failed in processes of its own, which printed their errors
+        from nas.distributed import DistributedRunFailed
+
+        if not isinstance(e, DistributedRunFailed):
+            raise
+        print(f"nas {command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nnas {command}: interrupted; rerun the same command to continue", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from latency_models.files import atomic_path
 from nas.augment import random_flip, random_translate
 from nas.data import ImageData, safe_name
+from nas.distributed import Rank, average_gradients, launch
 from nas.errors import UserError
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
@@ -76,6 +77,9 @@ class Recipe:
     member_pool: int = 0
     pool_epochs: int = 1
     cuda_graphs: bool = False  # CUDA: each member's forward + backward replayed as a CUDA graph
+    # Processes (one per GPU, or gloo processes on CPU) sharing each step's ``batch_size`` images;
+    # not part of the cache key: N processes train the supernet one process would.
+    devices: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,8 +96,14 @@ class Recipe:
                 ">= num_random, or 0",
             ),
             ("pool_epochs", self.pool_epochs >= 1, ">= 1"),
+            ("devices", self.devices >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
         )
+        if self.batch_size % self.devices:
+            raise ValueError(
+                f"supernet.batch_size: {self.batch_size} images per step do not split evenly over "
+                f"supernet.devices={self.devices}; make it a multiple"
+            )
 
     def lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:
         warmup = max(1, int(self.warmup_epochs * steps_per_epoch))
@@ -112,10 +122,15 @@ def resolve_device(device: str) -> torch.device:
 # Recipe fields added later: left out of the cache key at these values, so supernets trained
 # before they existed are still found.
 _LATER_FIELDS = {"member_pool": 0, "pool_epochs": 1, "cuda_graphs": False}
+_NOT_IN_KEY = {"devices"}  # how the training is spread, not what it trains
 
 
 def supernet_key(space_config: dict[str, Any], data: ImageData, split: dict, recipe: Recipe) -> str:
-    fields = {k: v for k, v in asdict(recipe).items() if _LATER_FIELDS.get(k, object()) != v}
+    fields = {
+        k: v
+        for k, v in asdict(recipe).items()
+        if _LATER_FIELDS.get(k, object()) != v and k not in _NOT_IN_KEY
+    }
     blob = json.dumps(
         {"space": space_config, "data": data.fingerprint(), "split": split, "recipe": fields},
         sort_keys=True,
@@ -276,8 +291,13 @@ def train_supernet(
     device: str = "auto",
     checkpoint_every_s: float = 30.0,
     progress: bool = True,
+    rank: Rank | None = None,
 ) -> TrainedSupernet:
     """Train the supernet, resume its interrupted training, or reuse the cached result.
+
+    With ``recipe.devices`` > 1 the training runs in that many processes started by torchrun
+    (nas.distributed; ``rank`` is set there): each takes its share of every step's batch and the
+    gradients are averaged across them, so the result is the one-process result.
 
     Resident data is moved to the training device once and batches are slices of it; streamed
     data comes from DataLoader workers. Augmentation runs batched on the device, seeded per step.
@@ -289,12 +309,22 @@ def train_supernet(
     run_dir.mkdir(parents=True, exist_ok=True)
     final, partial = run_dir / "supernet.pt", run_dir / "checkpoint.pt"
     dev = resolve_device(device)
+    launched = recipe.devices > 1 and rank is None and not final.exists()
+    if launched:
+        args = (space, space_config, data, train_idx, val_idx, split, recipe, cache_dir)
+        kwargs = {"device": str(dev), "checkpoint_every_s": checkpoint_every_s, "progress": progress}
+        launch("nas.train:train_supernet", args, kwargs, recipe.devices, dev, run_dir / "distributed.pt")
+        if not final.exists():
+            raise RuntimeError(f"distributed supernet training ended without writing {final}")
+    if rank is not None:
+        dev = rank.device
+    world, me = (rank.world, rank.rank) if rank is not None else (1, 0)
     torch.manual_seed(recipe.seed)  # initial weights only; sampling uses per-step RNGs
     net = space.make_supernet()
     if final.exists():
         saved = torch.load(final, map_location="cpu", weights_only=False)
         net.load_state_dict(saved["model"])
-        return TrainedSupernet(net.to(dev), final, saved["meta"], reused=True)
+        return TrainedSupernet(net.to(dev), final, saved["meta"], reused=not launched)
 
     if data.streamed:  # indices into the whole dataset
         source, indices = data, train_idx
@@ -310,7 +340,10 @@ def train_supernet(
         lr=recipe.lr,
         fused=dev.type == "cuda",  # one kernel for the whole update instead of several per tensor
     )
-    batch_size = min(recipe.batch_size, len(indices))
+    batch_size = min(recipe.batch_size, len(indices))  # images per step, over all processes
+    if batch_size % world:
+        raise UserError(f"supernet.batch_size: {batch_size} does not split over {world} processes")
+    share = batch_size // world  # this process's images of each step: rows me*share:(me+1)*share
     steps_per_epoch = len(indices) // batch_size
     total = steps_per_epoch * recipe.epochs
     step, elapsed = 0, 0.0
@@ -323,6 +356,7 @@ def train_supernet(
     largest, smallest = space.largest(), space.smallest()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     graphs = MemberGraphs() if recipe.cuda_graphs and dev.type == "cuda" else None
+    part = (me * share, batch_size) if world > 1 else None
     current_pool: dict[int, list[Arch]] = {}
 
     def pools(epoch: int, x: torch.Tensor) -> list[Arch]:
@@ -353,13 +387,15 @@ def train_supernet(
     profile, profile_start, busy = None, 0.0, None
 
     def save_partial() -> None:
+        if me != 0:  # every process holds the same weights and optimizer state
+            return
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
         save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
 
     def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator(device=dev).manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
-        x = random_translate(x, recipe.translate, generator)
-        x = random_flip(x, generator) if recipe.flip else x
+        x = random_translate(x, recipe.translate, generator, part)
+        x = random_flip(x, generator, part) if recipe.flip else x
         x = x.float().div_(255)
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
@@ -387,11 +423,13 @@ def train_supernet(
             else:
                 loss = F.cross_entropy(logits.float(), soft_targets)
             loss.backward()
+        if world > 1:
+            average_gradients(net)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0, foreach=True)
         optimizer.step()
         return first_loss
 
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with Progress(*columns, disable=not progress or me != 0, transient=False) as bar:
         task = bar.add_task("train", total=total, completed=step, loss=float("nan"), rate=0.0)
         try:
             while step < total:
@@ -399,8 +437,11 @@ def train_supernet(
                 seed = recipe.seed * EPOCH_SEED_STRIDE + epoch  # the epoch's order: (seed, epoch) only
                 order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
                 epoch_batches = order[index * batch_size : steps_per_epoch * batch_size]
-                for x, y in source.batches(epoch_batches, batch_size, dev, drop_last=True):
-                    if dev.type == "cuda" and step == window.start:
+                if world > 1:  # this process's rows of each step's batch
+                    epoch_batches = epoch_batches.view(-1, batch_size)[:, me * share : (me + 1) * share]
+                    epoch_batches = epoch_batches.reshape(-1)
+                for x, y in source.batches(epoch_batches, share, dev, drop_last=True):
+                    if dev.type == "cuda" and step == window.start and me == 0:
                         torch.cuda.synchronize(dev)
                         profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
                         profile.__enter__()
@@ -433,6 +474,8 @@ def train_supernet(
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - started
     elapsed += seconds
+    if me != 0:  # the first process evaluates and writes the result
+        return TrainedSupernet(net, final, {}, reused=False)
     val = data.subset(val_idx)
     meta = {
         "key": key,
@@ -443,6 +486,7 @@ def train_supernet(
         "train_seconds": round(elapsed, 1),
         "steps": total,
         "batch_size": batch_size,
+        "devices": world,
         "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,
         "gpu_busy_share": busy,
         "graphed_members": len(graphs.graphed) if graphs is not None else 0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +26,12 @@ def _train_one(config: dict[str, Any], jobs: TrainJobs, gpus: float, cpus: float
 
     torch.set_num_threads(max(1, int(cpus)))
     candidate = jobs.candidates[config["index"]]
+    started_at = time.time()  # Tune's own "timestamp" is whole seconds
 
     def report(epoch: int, val_top1: float) -> None:
-        tune.report({"val_top1": val_top1, "epoch": epoch})
+        tune.report(
+            {"val_top1": val_top1, "epoch": epoch, "started_at": started_at, "reported_at": time.time()}
+        )
 
     jobs.train(candidate, device="cuda" if gpus > 0 else "cpu", report=report)
 
@@ -138,8 +142,8 @@ class TuneTrainer:
                 device="cuda" if self.gpus_per_trial > 0 else "cpu",
                 resumed=False,
                 stopped_early=True,
-                started_at=metrics.get("timestamp", 0.0) - metrics.get("time_total_s", 0.0),
-                finished_at=metrics.get("timestamp", 0.0),
+                started_at=metrics.get("started_at", 0.0),
+                finished_at=metrics.get("reported_at", 0.0),
             )
         missing = [n for n in names if n not in results]
         if missing:

@@ -86,6 +86,8 @@ class JobOut(BaseModel):
     created: str
     finished: str | None
     progress: dict[str, Any] | None = None
+    ray_address: str | None = None  # a Ray job on this cluster (the job's executor.address)
+    ray_job: str | None = None  # its submission id there
 
 
 class ExportOut(BaseModel):
@@ -378,12 +380,15 @@ def create_app(
             created=job["created"].isoformat(),
             finished=job["finished"].isoformat() if job["finished"] else None,
             progress=progress,
+            ray_address=job["ray_address"],
+            ray_job=job["ray_job"],
         )
 
     @app.post("/api/jobs", response_model=JobOut, status_code=201)
     def start_job(body: JobIn, who: Annotated[Caller, Depends(writer)]) -> JobOut:
-        """Start ``nas <kind> <args>`` on this machine; the arguments are checked as the CLI checks
-        them first (422 with its one-line error). Starting a search again resumes it."""
+        """Start ``nas <kind> <args>``: on this machine, or as a Ray job on the cluster its
+        ``executor.address`` names. The arguments are checked as the CLI checks them first (422
+        with its one-line error). Starting a search again resumes it."""
         if any(a.split("=", 1)[0].lstrip("+~") in ("storage", "cache_dir") for a in body.args):
             raise HTTPException(422, "storage and cache_dir are the server's; leave them out")
         if any(a.startswith("-") for a in body.args):

@@ -1,22 +1,33 @@
-"""Jobs the service starts: ``nas search`` / ``nas export`` / ``nas train`` processes on this
-machine, recorded in the study storage (table ``nas_jobs``) so a restarted server finds them.
+"""Jobs the service starts: ``nas search`` / ``nas export`` / ``nas train`` runs, recorded in
+the study storage (table ``nas_jobs``) so a restarted server finds them.
 
-Each job runs under ``python -m web.jobs RUN <id>``, a small runner in a session of its own: the
-runner starts the ``nas`` command, writes its output to the job's log file, and records its exit
-code in SQL when it ends, so a job survives the server being killed and its true state is known
-afterwards. Cancelling sends SIGTERM to the job's process group (``nas`` checkpoints and stops);
-starting the same job again resumes it (``nas search`` resumes its study).
+A job runs where its own arguments say. Without ``executor.address`` it is a process on this
+machine under ``python -m web.jobs RUN <id>``, a small runner in a session of its own: the runner
+starts the ``nas`` command, writes its output to the job's log file, and records its exit code in
+SQL when it ends, so a job survives the server being killed and its true state is known
+afterwards. Cancelling sends SIGTERM to the job's process group (``nas`` checkpoints and stops).
+
+With ``executor.address=<cluster>`` the same command is submitted as a Ray job to that cluster
+(Ray's job submission API, through the head's dashboard): Ray keeps its log and state, the row
+keeps its submission id, status and logs are read from the cluster, cancel is Ray's stop_job.
+The cluster must reach the study storage (PostgreSQL, or SQLite on a shared path) and have nas
+installed. Either way, starting the same job again resumes it (``nas search`` resumes its study).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -35,7 +46,49 @@ jobs = sa.Table(
     sa.Column("log", sa.Text, nullable=False),
     sa.Column("created", sa.DateTime, nullable=False),
     sa.Column("finished", sa.DateTime, nullable=True),
+    sa.Column("ray_address", sa.Text, nullable=True),  # set: a Ray job on that cluster
+    sa.Column("ray_job", sa.String(100), nullable=True),  # its submission id
 )
+# Ray's job states, as this table names them
+RAY_STATES = {
+    "PENDING": "running",
+    "RUNNING": "running",
+    "SUCCEEDED": "done",
+    "FAILED": "failed",
+    "STOPPED": "cancelled",
+}
+
+
+def ray_address_of(args: list[str]) -> str | None:
+    """The cluster a job's ``executor.address`` override names, or None (run it here)."""
+    found = None
+    for a in args:
+        key, _, value = a.partition("=")
+        if key.lstrip("+~") == "executor.address":
+            found = None if key.startswith("~") or value.strip() in ("", "null", "None") else value.strip()
+    return found
+
+
+SUBMIT_RETRY_S = 60  # how long a submission waits for a new head's job agent
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minute of waiting for a GCS, where nothing listens at a
+    ``host:port``, ``ray://host:port`` or ``http(s)://host:port`` address (``auto`` is Ray's)."""
+    rest = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from None
+
+
+def _ray_client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address)
 
 
 def _now() -> datetime.datetime:
@@ -64,7 +117,27 @@ class JobStore:
         self.url, self.log_dir, self.workdir = url, log_dir, workdir
         self.engine = sa.create_engine(url)
         metadata.create_all(self.engine, tables=[jobs])
+        self._add_missing_columns()
         log_dir.mkdir(parents=True, exist_ok=True)
+        self._clients: dict[str, Any] = {}
+
+    def _add_missing_columns(self) -> None:
+        """A ``nas_jobs`` table of an earlier version gains the columns added since."""
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns("nas_jobs")}
+        with self.engine.begin() as connection:
+            for column in jobs.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    connection.execute(sa.text(f"ALTER TABLE nas_jobs ADD COLUMN {column.name} {kind}"))
+
+    def client(self, address: str) -> Any:
+        if address not in self._clients:
+            self._clients[address] = _ray_client(address)
+        return self._clients[address]
+
+    def submission_id(self, job_id: int) -> str:
+        """Unique per storage and job, so two servers on one cluster never collide."""
+        return f"nas-{hashlib.sha1(self.url.encode()).hexdigest()[:8]}-{job_id}"
 
     def check(self, kind: str, args: list[str]) -> str | None:
         """The CLI's one-line error for ``nas <kind> <args>``, or None: the same schema checks
@@ -85,14 +158,23 @@ class JobStore:
         return [f"storage={self.url}", *args, "progress=false"]
 
     def start(self, kind: str, args: list[str], owner: str) -> int:
+        address = ray_address_of(args)
         with self.engine.begin() as connection:
             job_id = connection.execute(
                 jobs.insert().values(
-                    kind=kind, args=json.dumps(args), owner=owner, status="running", log="", created=_now()
+                    kind=kind,
+                    args=json.dumps(args),
+                    owner=owner,
+                    status="running",
+                    log="",
+                    created=_now(),
+                    ray_address=address,
                 )
             ).inserted_primary_key[0]
             log = self.log_dir / f"job-{job_id}.log"
             connection.execute(jobs.update().where(jobs.c.id == job_id).values(log=str(log)))
+        if address is not None:
+            return self._submit(job_id, kind, args, address)
         runner = subprocess.Popen(
             [sys.executable, "-m", "web.jobs", "RUN", self.url, str(job_id)],
             cwd=self.workdir,
@@ -105,13 +187,62 @@ class JobStore:
             connection.execute(jobs.update().where(jobs.c.id == job_id).values(pid=runner.pid))
         return job_id
 
+    def _submit(self, job_id: int, kind: str, args: list[str], address: str) -> int:
+        """``nas <kind> <args>`` as a Ray job on the cluster at ``address``; a cluster that cannot
+        be reached fails the job at once, with the reason in its log."""
+        submission = self.submission_id(job_id)
+        entrypoint = shlex.join(["python", "-m", "nas", kind, *self._args(kind, args)])
+        try:
+            _check_reachable(address)
+            deadline = time.monotonic() + SUBMIT_RETRY_S
+            while True:
+                try:
+                    self.client(address).submit_job(
+                        entrypoint=entrypoint, submission_id=submission, metadata={"nas_job": str(job_id)}
+                    )
+                    break
+                except Exception as e:  # a head that has just started: its job agent is not up yet
+                    if "try again later" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+            values: dict[str, Any] = {"ray_job": submission}
+        except Exception as e:  # unreachable cluster, no dashboard, refused: the job failed
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            Path(self.log_dir / f"job-{job_id}.log").write_text(
+                f"Ray job submission to {address} failed: {reason}\n"
+            )
+            values = {"status": "failed", "finished": _now()}
+        with self.engine.begin() as connection:
+            connection.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+        return job_id
+
+    def _ray_state(self, job: dict) -> dict[str, Any]:
+        """What the cluster says of a running Ray job: the row's new values, or {} while it runs
+        (or while the cluster cannot be reached: it is asked again next time)."""
+        try:
+            info = self.client(job["ray_address"]).get_job_info(job["ray_job"])
+        except Exception:
+            return {}
+        status = RAY_STATES.get(str(getattr(info.status, "value", info.status)), "running")
+        if status == "running":
+            return {}
+        code = getattr(info, "driver_exit_code", None)
+        return {"status": status, "exit_code": code, "finished": _now()}
+
     def get(self, job_id: int) -> dict | None:
         with self.engine.begin() as connection:
             row = connection.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
                 return None
             job = dict(row._mapping)
-            if job["status"] == "running" and job["pid"] and not _alive(job["pid"]):
+            if job["ray_job"] and job["finished"] is None:  # running, or cancelled and stopping
+                ended = self._ray_state(job)
+                if ended:
+                    if job["status"] == "cancelled":
+                        ended["status"] = "cancelled"
+                    job |= ended
+                    connection.execute(jobs.update().where(jobs.c.id == job_id).values(**ended))
+            elif job["status"] == "running" and job["pid"] and not _alive(job["pid"]):
                 # the runner died without recording an end (the machine restarted, kill -9)
                 job |= {"status": "failed", "finished": _now()}
                 connection.execute(
@@ -129,6 +260,11 @@ class JobStore:
 
     def cancel(self, job_id: int) -> dict | None:
         job = self.get(job_id)
+        if job is not None and job["status"] == "running" and job["ray_job"]:
+            self.client(job["ray_address"]).stop_job(job["ray_job"])  # SIGTERM, as for a local job
+            with self.engine.begin() as connection:
+                connection.execute(jobs.update().where(jobs.c.id == job_id).values(status="cancelled"))
+            return self.get(job_id)
         if job is not None and job["status"] == "running" and job["pid"]:
             with self.engine.begin() as connection:
                 connection.execute(jobs.update().where(jobs.c.id == job_id).values(status="cancelled"))
@@ -143,6 +279,14 @@ class JobStore:
         job = self.get(job_id)
         if job is None:
             return None
+        if job["ray_job"]:
+            try:
+                text = self.client(job["ray_address"]).get_job_logs(job["ray_job"])
+            except Exception as e:
+                return (
+                    f"(the log of Ray job {job['ray_job']} cannot be read from {job['ray_address']}: {e})\n"
+                )
+            return text[-max_bytes:]
         path = Path(job["log"])
         if not path.is_file():
             return ""

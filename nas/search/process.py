@@ -5,11 +5,11 @@ that imports the project's modules inside a function, for that reason.)"""
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 from dataclasses import dataclass, field
 from typing import Any
+
+from nas.processes import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -18,17 +18,6 @@ class WorkerJob:
 
     config: dict[str, Any]
     config_dirs: list[str] = field(default_factory=list)
-
-
-def die_with_parent(parent: int) -> None:
-    """Linux: SIGKILL this process when the driver dies (PR_SET_PDEATHSIG), so a killed search
-    leaves no workers; exit at once if the driver is already gone."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def worker_main(job: WorkerJob, index: int, threads: int = 0) -> int:

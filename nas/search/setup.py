@@ -19,7 +19,7 @@ from nas.data import ImageData
 from nas.errors import UserError
 from nas.latency import build_profiler
 from nas.study import check_storage_url
-from nas.train import Recipe, supernet_key
+from nas.train import Recipe, resolve_device, supernet_key
 from search_spaces.base import SearchSpace
 
 
@@ -64,6 +64,11 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         except UserError as e:
             raise UserError(f"profiler.image_size: {image_size} does not fit {space.name}: {e}") from None
     recipe = instantiate("supernet", cfg.supernet)
+    gpus = torch.cuda.device_count()
+    if recipe.devices > 1 and resolve_device(cfg.device).type == "cuda" and gpus < recipe.devices:
+        raise UserError(
+            f"supernet.devices: {recipe.devices} processes, one per GPU, but {gpus} GPU(s) are visible"
+        )
     split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
     train_idx, val_idx = data.split(**split)
     objectives = list(cfg.objectives)

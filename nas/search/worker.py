@@ -17,12 +17,12 @@ from optuna.trial import TrialState
 from latency_models._base import checks_itself, measure_arch
 from latency_models.cache import LatencyCache
 from latency_models.flops import count_flops, count_nonzero_params, count_params
-from latency_models.hardware import fingerprint
-from latency_models.lock import computing
+from latency_models.hardware import device_lock, fingerprint
+from latency_models.lock import MACHINE, computing, work_on
 from nas.config import instantiate
 from nas.search.setup import Setup
 from nas.study import LockedSampler, objective_value, open_storage
-from nas.train import activation_sparsity, evaluate, train_supernet
+from nas.train import activation_sparsity, evaluate, resolve_device, train_supernet
 
 DONE, STOPPED = 0, 3  # worker exit statuses: n_trials reached; too many failures in a row
 SAMPLER_SEED_STRIDE = 7919  # a prime: workers (and reruns) of one study draw different seeds
@@ -60,6 +60,10 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
     """
     cfg = setup.cfg
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # A worker on a GPU (one per GPU with executor.gpus_per_worker=1) also holds that GPU's lock
+    # while it computes: a measurement on its GPU waits for it, one on another GPU does not.
+    lock = device_lock(str(resolve_device(cfg.device)))
+    work_on(None if lock == MACHINE else lock)
     # Every storage call and sampler step holds the machine-wide lock shared, as scoring does.
     storage = open_storage(cfg.storage, cfg.heartbeat_s, locked=True)
     study = optuna.load_study(study_name=setup.study_name, storage=storage)

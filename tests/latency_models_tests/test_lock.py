@@ -126,3 +126,44 @@ def test_measuring_inside_computing_is_refused(tmp_path, monkeypatch):
     with measuring():  # nothing left held
         with computing():  # computing inside a measurement: the thread holds more already
             pass
+
+
+def _compute_on(log: str, hold_s: float, name: str, gpu: str, locks: str) -> None:
+    import os
+
+    from latency_models.lock import work_on
+
+    os.environ["NAS_LOCK_DIR"] = locks
+    work_on(gpu)
+    _compute(log, hold_s, name)
+
+
+def test_a_gpu_measurement_waits_for_work_on_that_gpu_only(tmp_path, monkeypatch):
+    """Workers one per GPU: a measurement on GPU B goes ahead while a worker computes on GPU A;
+    one on GPU A, and any CPU measurement, wait for it. (Lock names, so no GPU is needed.)"""
+    from latency_models.lock import gpu_lock
+
+    locks = str(tmp_path / "locks")
+    monkeypatch.setenv("NAS_LOCK_DIR", locks)
+    log = tmp_path / "log"
+    a, b = gpu_lock("GPU-aaaa"), gpu_lock("GPU-bbbb")
+    ctx = multiprocessing.get_context("spawn")
+    worker = ctx.Process(target=_compute_on, args=(str(log), 2.0, "on_a", a, locks))
+    worker.start()
+    while not log.exists():
+        time.sleep(0.01)
+    with measuring(b):
+        on_b = time.time()
+    with measuring(a):
+        on_a = time.time()
+    worker.join(30)
+    events = _events(log)
+    assert on_b < events["on_a end"] <= on_a
+    worker = ctx.Process(target=_compute_on, args=(str(log), 1.0, "again_on_a", a, locks))
+    worker.start()
+    while "again_on_a start" not in log.read_text():
+        time.sleep(0.01)
+    with measuring():  # the CPU: waits for work on any GPU
+        on_cpu = time.time()
+    worker.join(30)
+    assert on_cpu >= _events(log)["again_on_a end"]

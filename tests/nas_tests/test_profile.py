@@ -3,7 +3,7 @@ existing study database (and without one: measured, never stored, no database cr
 
 import shutil
 
-from tests.conftest import run_nas
+from tests.conftest import nas_in_process as run_nas
 
 FAST = ["profiler.runs=10", "profiler.warmup=2"]
 

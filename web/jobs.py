@@ -85,10 +85,27 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from None
 
 
+def _dashboard_url(address: str) -> str:
+    """The HTTP address of the cluster's job server. A GCS (``host:6379``) or ``ray://`` address
+    is resolved in a short-lived process: resolving it here would leave a GCS client in the
+    server, and Ray ends a process whose GCS has gone away (the whole server, a minute after a
+    cluster stops)."""
+    if address.startswith(("http://", "https://")):
+        return address
+    code = (
+        "import sys; from ray.job_submission import JobSubmissionClient as C; print(C(sys.argv[1])._address)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 or not done.stdout.strip():
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ConnectionError(lines[-1] if lines else f"no Ray job server found for {address}")
+    return done.stdout.strip().splitlines()[-1]
+
+
 def _ray_client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address)
+    return JobSubmissionClient(_dashboard_url(address))
 
 
 def _now() -> datetime.datetime:

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 ARGS = [
     "+space=tiny",
-    "supernet.epochs=4",
+    "supernet.epochs=2",
     "n_trials=1",
     "profiler.runs=2",
     "profiler.warmup=0",
@@ -50,7 +50,7 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
     proc.wait()
     partial = next(checkpoints.glob("*/checkpoint.pt"))
     step = torch.load(partial, weights_only=False)["step"]
-    assert 0 < step < 4 * 37  # really stopped in the middle
+    assert 0 < step < 2 * 37  # really stopped in the middle
     assert not list(checkpoints.glob("*/supernet.pt"))
 
     resumed = start(killed)
@@ -83,7 +83,8 @@ def test_member_pool_is_seeded_distinct_and_redrawn_every_pool_epochs():
 
 
 def test_recipe_fields_added_later_keep_the_cache_key_at_their_defaults():
-    """Supernets trained before member_pool / cuda_graphs existed are still found in the cache."""
+    """Supernets trained before member_pool / cuda_graphs / devices existed are still found in the
+    cache (devices is never in the key: N processes train what one does)."""
     import dataclasses
     import hashlib
     import json
@@ -96,10 +97,13 @@ def test_recipe_fields_added_later_keep_the_cache_key_at_their_defaults():
     old = {
         k: v
         for k, v in dataclasses.asdict(recipe).items()
-        if k not in ("member_pool", "pool_epochs", "cuda_graphs")
+        if k not in ("member_pool", "pool_epochs", "cuda_graphs", "devices")
     }
     blob = json.dumps(
         {"space": {"s": 1}, "data": data.fingerprint(), "split": {}, "recipe": old}, sort_keys=True
     )
     assert supernet_key({"s": 1}, data, {}, recipe) == hashlib.sha1(blob.encode()).hexdigest()[:12]
     assert supernet_key({"s": 1}, data, {}, Recipe(member_pool=4)) != supernet_key({"s": 1}, data, {}, recipe)
+    # How many processes train it is not part of what is trained.
+    two = Recipe(devices=2)
+    assert supernet_key({"s": 1}, data, {}, two) == supernet_key({"s": 1}, data, {}, recipe)

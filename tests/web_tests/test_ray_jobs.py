@@ -65,7 +65,7 @@ def cluster(tmp_path):
     else:
         os.killpg(head.pid, signal.SIGKILL)
         pytest.fail("the Ray head did not start")
-    yield f"127.0.0.1:{gcs}"
+    yield f"127.0.0.1:{gcs}", url
     os.killpg(head.pid, signal.SIGKILL)  # the head, its GCS, raylet, dashboard and workers
     head.wait()
     shutil.rmtree(temp, ignore_errors=True)
@@ -79,7 +79,8 @@ def test_a_search_job_on_a_ray_cluster_runs_logs_and_cancels(tmp_path, cluster):
     assert code == 0, out + err
     headers = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
     server, base = _serve(tmp_path, _free_port())
-    on_ray = ["executor=ray", f"executor.address={cluster}"]
+    gcs, dashboard = cluster
+    on_ray = ["executor=ray", f"executor.address={gcs}", "executor.n_workers=1"]
     try:
         nowhere = httpx.post(
             f"{base}/api/jobs",
@@ -97,7 +98,7 @@ def test_a_search_job_on_a_ray_cluster_runs_logs_and_cancels(tmp_path, cluster):
         )
         assert started.status_code == 201, started.text
         job = started.json()
-        assert job["ray_address"] == cluster and job["ray_job"].startswith("nas-")
+        assert job["ray_address"] == gcs and job["ray_job"].startswith("nas-")
         done = _wait(base, headers, job["id"], ("done", "failed", "cancelled"), timeout=300)
         log = httpx.get(f"{base}/api/jobs/{job['id']}/log", headers=headers).text
         assert done["status"] == "done" and done["exit_code"] == 0, log
@@ -107,7 +108,10 @@ def test_a_search_job_on_a_ray_cluster_runs_logs_and_cancels(tmp_path, cluster):
 
         from ray.job_submission import JobSubmissionClient
 
-        assert JobSubmissionClient(cluster).get_job_status(job["ray_job"]).value == "SUCCEEDED"
+        # Over HTTP: a GCS address would leave a GCS client in this process, which Ray ends once
+        # the cluster is gone (the server resolves GCS addresses in a subprocess for that reason).
+        ray_jobs = JobSubmissionClient(dashboard)
+        assert ray_jobs.get_job_status(job["ray_job"]).value == "SUCCEEDED"
 
         long = httpx.post(
             f"{base}/api/jobs",
@@ -130,7 +134,7 @@ def test_a_search_job_on_a_ray_cluster_runs_logs_and_cancels(tmp_path, cluster):
             final = httpx.get(f"{base}/api/jobs/{long['id']}", headers=headers).json()
             time.sleep(0.5)
         assert final["finished"] is not None, "Ray never reported the stopped job as ended"
-        assert JobSubmissionClient(cluster).get_job_status(long["ray_job"]).value == "STOPPED"
+        assert ray_jobs.get_job_status(long["ray_job"]).value == "STOPPED"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(10)

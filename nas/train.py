@@ -341,8 +341,7 @@ def train_supernet(
         fused=dev.type == "cuda",  # one kernel for the whole update instead of several per tensor
     )
     batch_size = min(recipe.batch_size, len(indices))  # images per step, over all processes
-    if batch_size % world:
-        raise UserError(f"supernet.batch_size: {batch_size} does not split over {world} processes")
+    batch_size -= batch_size % world  # (a dataset smaller than the batch: what splits evenly)
     share = batch_size // world  # this process's images of each step: rows me*share:(me+1)*share
     steps_per_epoch = len(indices) // batch_size
     total = steps_per_epoch * recipe.epochs

@@ -484,6 +484,7 @@ def train_supernet(
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "train_seconds": round(elapsed, 1),
         "steps": total,
+        "resumed_at_step": first_step,  # 0: trained in one go
         "batch_size": batch_size,
         "devices": world,
         "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,

@@ -9,16 +9,18 @@ storage.
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime,
 # and they name dependencies local to create_app.
 import contextlib
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as Path_
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, StreamingResponse
 from optuna.trial import FrozenTrial
 from pydantic import BaseModel, Field
 
@@ -415,6 +417,31 @@ def create_app(
         if text is None:
             raise HTTPException(404, f"no job {job_id}")
         return text
+
+    @app.get(
+        "/api/jobs/{job_id}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+    )
+    def job_events(job_id: Id, who: Annotated[Caller, Depends(reader)]) -> StreamingResponse:
+        """Live progress as server-sent events: one ``data:`` line (the job as JSON) now and at
+        every change of its state or progress, checked every second, until the job ends."""
+        if job_store.get(job_id) is None:
+            raise HTTPException(404, f"no job {job_id}")
+
+        def events():
+            last = None
+            while True:
+                job = job_out(job_store.get(job_id)).model_dump()
+                if job != last:
+                    yield f"data: {json.dumps(job)}\n\n"
+                    last = job
+                if job["status"] != "running" and (job["finished"] or not job["ray_job"]):
+                    return
+                time.sleep(1)
+
+        headers = {"Cache-Control": "no-cache"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut)
     def cancel_job(job_id: Id, who: Annotated[Caller, Depends(writer)]) -> JobOut:

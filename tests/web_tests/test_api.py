@@ -117,6 +117,8 @@ def test_errors_are_4xx(service):
     assert _get(base, f"/api/studies/{name}/trials", token, state="DONE").status_code == 422
     assert _get(base, f"/api/studies/{name}/trials/999", token).status_code == 404
     assert _get(base, f"/api/studies/{name}/best", token, latency_budget_ms=-1).status_code == 422
+    assert _get(base, "/api/jobs/12345/events").status_code == 401  # the live stream needs a token too
+    assert _get(base, "/api/jobs/12345/events", token).status_code == 404
     schema = httpx.get(f"{base}/openapi.json").json()
     assert {"/api/studies", "/api/studies/{name}/front", "/api/studies/{name}/exports"} <= set(
         schema["paths"]

@@ -2,6 +2,7 @@
 CLI's one-line errors as 422, a job can be cancelled, and a server killed with SIGKILL while a
 search runs finds the job again with its true state after a restart, the study intact."""
 
+import json
 import os
 import signal
 import socket
@@ -87,7 +88,15 @@ def test_a_search_job_runs_bad_arguments_are_422_and_a_job_can_be_cancelled(fold
             f"{base}/api/jobs", json={"kind": "search", "args": args}, headers=headers, timeout=60
         )
         assert started.status_code == 201, started.text
-        job = _wait(base, headers, started.json()["id"], ("done", "failed"))
+        events = []  # live progress as server-sent events, until the job ends
+        url = f"{base}/api/jobs/{started.json()['id']}/events"
+        with httpx.stream("GET", url, headers=headers, timeout=300) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+        assert len(events) >= 2 and events[0]["status"] == "running"
+        completed = [e["progress"]["completed"] for e in events]
+        assert completed == sorted(completed) and len(set(map(json.dumps, events))) == len(events)
+        job = events[-1]
         assert job["status"] == "done" and job["exit_code"] == 0 and job["progress"]["completed"] == 6
         log = httpx.get(f"{base}/api/jobs/{job['id']}/log", headers=headers).text
         assert "Pareto front" in log

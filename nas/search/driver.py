@@ -45,6 +45,12 @@ from nas.train import evaluate, train_supernet
 TEST_BATCH = 1000  # images per forward pass when scoring the front on the test split
 
 
+def _devices(meta: dict) -> str:
+    """Where a supernet trained: "cpu", "NVIDIA H200", or "2 x NVIDIA H200" (supernet.devices)."""
+    count = meta.get("devices", 1)
+    return f"{count} x {meta['device']}" if count > 1 else meta["device"]
+
+
 def run_search(setup: Setup, console: Console) -> int:
     """Run the search of ``setup``: 0 when the study holds ``n_trials`` COMPLETE trials."""
     storage = open_storage(setup.cfg.storage, setup.cfg.heartbeat_s)
@@ -131,7 +137,7 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
     meta = trained.meta
     console.print(
         f"Supernet {'reused from' if trained.reused else 'trained:'} {trained.path} "
-        f"({meta['train_seconds']:.0f} s training on {meta['device']}; val top-1 largest "
+        f"({meta['train_seconds']:.0f} s training on {_devices(meta)}; val top-1 largest "
         f"{meta['largest_top1']:.2f} %, smallest {meta['smallest_top1']:.2f} %)"
     )
     study.set_user_attr(

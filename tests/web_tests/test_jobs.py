@@ -36,15 +36,23 @@ def _serve(folder, port, *extra):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    if not answers(f"{base}/api/health", 60):
+        server.kill()
+        pytest.fail("the server did not start")
+    return server, base
+
+
+def answers(url: str, timeout: float) -> bool:
+    """Whether GET ``url`` gives 200 within ``timeout`` seconds (a server starting up)."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if httpx.get(f"{base}/api/health").status_code == 200:
-                return server, base
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
         except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    pytest.fail("the server did not start")
+            pass
+        time.sleep(0.1)
+    return False
 
 
 @pytest.fixture

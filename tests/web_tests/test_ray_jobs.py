@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from tests.conftest import REPO
-from tests.web_tests.test_jobs import SEARCH, _free_port, _serve, _wait
+from tests.web_tests.test_jobs import SEARCH, _free_port, _serve, _wait, answers
 
 pytest.importorskip("ray.dashboard", reason="ray[default] (the dashboard's job server) is not installed")
 
@@ -54,15 +54,7 @@ def cluster(tmp_path):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/api/version", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
+    if not answers(f"{url}/api/version", 90):
         os.killpg(head.pid, signal.SIGKILL)
         pytest.fail("the Ray head did not start")
     yield f"127.0.0.1:{gcs}", url

@@ -235,3 +235,31 @@ def run_nas(args: list[str], cwd: Path, log: Path) -> float:
     if code != 0:
         sys.exit(f"nas {args[0]} failed (exit {code}); see {log}:\n{log.read_text()[-3000:]}")
     return wall
+
+
+def run_nas_many(jobs: dict[str, list[str]], cwd: Path, logs: Path, parallel: int) -> dict[str, float]:
+    """Run the ``nas`` commands of ``jobs`` (name -> args), at most ``parallel`` at once, each with
+    its output in ``logs/<name>.log``; the wall time of each. Exits with the end of a failed
+    command's log once the others have ended (they run on: their results are kept)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    waiting, running, walls, failed = list(jobs.items()), {}, {}, []
+    while waiting or running:
+        while waiting and len(running) < max(1, parallel):
+            name, args = waiting.pop(0)
+            out = open(logs / f"{name}.log", "w")
+            process = subprocess.Popen(
+                nas_command(*args), cwd=cwd, env=search_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+            running[name] = (process, out, time.perf_counter())
+        time.sleep(0.2)
+        for name, (process, out, start) in list(running.items()):
+            if process.poll() is not None:
+                out.close()
+                walls[name] = round(time.perf_counter() - start, 1)
+                if process.returncode != 0:
+                    failed.append(name)
+                del running[name]
+    if failed:
+        first = logs / f"{failed[0]}.log"
+        sys.exit(f"nas failed for {', '.join(failed)}; see {first}:\n{first.read_text()[-3000:]}")
+    return walls

@@ -11,6 +11,11 @@ top-1, latency) against completed trials for each run, with one reference point 
 lowest top-1 and the highest latency of any run), and for each other sampler and seed the number
 of trials it needed to reach random search's final hypervolume with the same seed: median and
 range over seeds, plus the curves.
+
+``--parallel K`` runs K searches at once (after the first, which trains the supernet). With
+``profiler=predictor`` standing in for measurement, ``--measure "profiler=onnxruntime"`` measures
+every run's final front with that profiler afterwards, one at a time: the predicted and measured
+latency of each member and each front's hypervolume with measured latencies.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ import math
 import statistics
 from pathlib import Path
 
-from benchmarks._harness import argument_parser, finished_trials, run_nas, write_result
+from benchmarks._harness import (
+    argument_parser,
+    build_profiler,
+    finished_trials,
+    run_nas,
+    run_nas_many,
+    write_result,
+)
 
 
 def main() -> None:
@@ -31,6 +43,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--parallel", type=int, default=1, help="searches at once (after the first)")
+    parser.add_argument(
+        "--measure", default=None, help="profiler overrides that measure the final fronts, one string"
+    )
     args = parser.parse_args()
     if "random" not in args.samplers:
         raise SystemExit("--samplers: random is the baseline every sampler is compared with")
@@ -44,13 +60,18 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{work / 'nas.db'}"
     walls, runs = {}, {}
+    commands = {}
     for seed in args.seeds:
         for sampler in args.samplers:
             name = f"eff-{sampler}-{seed}"
             command = ["search", *args.overrides, f"sampler={sampler}", f"sampler_seed={seed}"]
-            command += [f"n_trials={args.trials}", f"study_name={name}", "progress=false"]
-            walls[name] = round(run_nas(command, work, work / f"{name}.log"), 1)
-            runs[(sampler, seed)] = finished_trials(storage, name)
+            commands[name] = command + [f"n_trials={args.trials}", f"study_name={name}", "progress=false"]
+    first = next(iter(commands))  # alone: it trains the supernet the others reuse
+    walls[first] = round(run_nas(commands.pop(first), work, work / f"{first}.log"), 1)
+    walls |= run_nas_many(commands, work, work, args.parallel)
+    for seed in args.seeds:
+        for sampler in args.samplers:
+            runs[(sampler, seed)] = finished_trials(storage, f"eff-{sampler}-{seed}")
     everything = [t for trials in runs.values() for t in trials]
     reference = np.array(
         [-min(top1(t) for t in everything) + 1e-9, max(latency(t) for t in everything) * 1.0001]
@@ -71,7 +92,7 @@ def main() -> None:
                 "trials_to_reach_random_final": needed,
                 "median": median if median != math.inf else f">{args.trials}",
                 "range": [
-                    min(as_numbers),
+                    min(as_numbers) if min(as_numbers) != math.inf else f">{args.trials}",
                     max(as_numbers) if max(as_numbers) != math.inf else f">{args.trials}",
                 ],
                 "not_reached": needed.count(None),
@@ -79,6 +100,58 @@ def main() -> None:
             }
         summary[sampler] = entry
         print(f"{sampler}: {entry}")
+    measured_fronts = {}
+    if args.measure:
+        import shlex
+
+        from optuna._hypervolume import compute_hypervolume
+
+        from nas.study import trial_arch
+
+        others = [o for o in args.overrides if not o.lstrip("+~").startswith("profiler")]
+        profiler = build_profiler([*others, *shlex.split(args.measure)])
+        for (sampler, seed), trials in runs.items():
+            front = [
+                t
+                for t in trials
+                if not any(
+                    top1(o) >= top1(t)
+                    and latency(o) <= latency(t)
+                    and (top1(o), latency(o)) != (top1(t), latency(t))
+                    for o in trials
+                )
+            ]
+            members = {}
+            for t in sorted(front, key=latency):
+                key = t.user_attrs["arch_key"]
+                if key not in members:
+                    measured = profiler.measure(trial_arch(t)).median
+                    members[key] = {
+                        "trial": t.number,
+                        "top1": top1(t),
+                        "predicted": latency(t),
+                        "measured": measured,
+                    }
+            members = list(members.values())
+            points = np.array([[-m["top1"], m["measured"]] for m in members])
+            points = points[(points < reference).all(axis=1)]
+            hv = float(compute_hypervolume(points, reference)) if len(points) else 0.0
+            errors = [m["predicted"] / m["measured"] - 1 for m in members]
+            measured_fronts[f"{sampler}-{seed}"] = {
+                "members": members,
+                "hypervolume_predicted": curves[(sampler, seed)][1][-1],
+                "hypervolume_measured": hv,
+                "within_10_percent": sum(abs(e) <= 0.10 for e in errors) / len(errors),
+                "median_abs_error": statistics.median(abs(e) for e in errors),
+            }
+            print(
+                f"{sampler}-{seed}: front of {len(members)} measured, hypervolume {hv:.4g} "
+                f"(predicted {curves[(sampler, seed)][1][-1]:.4g})"
+            )
+        for sampler in args.samplers:
+            summary[sampler]["final_hypervolume_measured"] = [
+                measured_fronts[f"{sampler}-{seed}"]["hypervolume_measured"] for seed in args.seeds
+            ]
     result = {
         "trials_per_run": args.trials,
         "seeds": args.seeds,
@@ -86,6 +159,7 @@ def main() -> None:
         "reference_point": {"top1": -float(reference[0]), "latency": float(reference[1])},
         "summary": summary,
         "wall_s": walls,
+        "measured_fronts": measured_fronts,
     }
     if args.plot:
         import matplotlib

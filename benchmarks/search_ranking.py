@@ -4,6 +4,9 @@
         device=cuda retrain.epochs=30 trainer=tune trainer.gpus_per_trial=0.25 trainer.max_concurrent=8 \\
         --out search_ranking.json --plot search_ranking.png
 
+(or ``--parallel 8 -- ... trainer=local`` where Ray is not installed: eight ``nas train`` processes
+at once, one architecture each.)
+
 Picks ``--n`` distinct architectures of the study in ``--dir`` (``nas.db``; ``--study`` when it
 holds several): every front member (up to a third of ``--n``), the rest at evenly spaced ranks of
 inherited validation top-1 over the whole accuracy/latency range, so the check is not only about
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks._harness import argument_parser, finished_trials, run_nas, write_result
+from benchmarks._harness import argument_parser, finished_trials, run_nas, run_nas_many, write_result
 
 
 def pick(trials: list, front_numbers: set[int], n: int) -> list:
@@ -46,6 +49,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24)
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="nas train processes at once, one architecture each (1: one process)",
+    )
     args = parser.parse_args()
 
     import optuna
@@ -63,9 +72,20 @@ def main() -> None:
         front_numbers = {t.number for t in optuna.load_study(study_name=name, storage=opened).best_trials}
     chosen = pick(finished_trials(storage, name), front_numbers, args.n)
     numbers = ",".join(str(t.number) for t in chosen)
-    wall = run_nas(
-        ["train", f"study_name={name}", f"trials=[{numbers}]", *args.overrides], work, work / "train.log"
-    )
+    if args.parallel > 1:  # one process per architecture, several at once on the one device
+        import time
+
+        start = time.perf_counter()
+        jobs = {
+            f"rank-{t.number}": ["train", f"study_name={name}", f"trial={t.number}", *args.overrides]
+            for t in chosen
+        }
+        run_nas_many(jobs, work, work / "train-logs", args.parallel)
+        wall = time.perf_counter() - start
+    else:
+        wall = run_nas(
+            ["train", f"study_name={name}", f"trials=[{numbers}]", *args.overrides], work, work / "train.log"
+        )
 
     with reading_storage(storage) as opened:
         attrs = optuna.load_study(study_name=name, storage=opened).user_attrs

@@ -94,6 +94,8 @@ def main() -> None:
         "steps": trained.meta.get("steps"),
         "batch_size": trained.meta.get("batch_size"),
         "train_seconds": trained.meta["train_seconds"],
+        "devices": trained.meta.get("devices", 1),
+        "torchrun": trained.meta.get("torchrun", False),
         "images_per_s": trained.meta.get("images_per_s"),
         "gpu_busy_share": trained.meta.get("gpu_busy_share"),
         "reused_cache": trained.reused,

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -309,7 +310,9 @@ def train_supernet(
     run_dir.mkdir(parents=True, exist_ok=True)
     final, partial = run_dir / "supernet.pt", run_dir / "checkpoint.pt"
     dev = resolve_device(device)
-    launched = recipe.devices > 1 and rank is None and not final.exists()
+    # NAS_TORCHRUN=1: through torchrun even with one process (to measure the launcher on one GPU)
+    through_torchrun = recipe.devices > 1 or os.environ.get("NAS_TORCHRUN") == "1"
+    launched = through_torchrun and rank is None and not final.exists()
     if launched:
         args = (space, space_config, data, train_idx, val_idx, split, recipe, cache_dir)
         kwargs = {"device": str(dev), "checkpoint_every_s": checkpoint_every_s, "progress": progress}
@@ -487,6 +490,7 @@ def train_supernet(
         "resumed_at_step": first_step,  # 0: trained in one go
         "batch_size": batch_size,
         "devices": world,
+        "torchrun": rank is not None,
         "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,
         "gpu_busy_share": busy,
         "graphed_members": len(graphs.graphed) if graphs is not None else 0,

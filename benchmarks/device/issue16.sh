@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The issue-16 runs on the lent one-GPU machine (device tool), in two calls of at most 10 minutes:
+#   bash benchmarks/device/issue16.sh pipeline   (carry .whl .devdata)   -> $OUT/pipeline.json, $OUT/w.tgz
+#   bash benchmarks/device/issue16.sh quality    (carry .whl .devdata .w; .w/ holds the first call's w.tgz and pipeline.json)
+# Wheels and data as BENCHMARKS.md "How the figures are made" says. Ray is not on that machine and
+# its wheel (79 MB) is larger than what a call may carry, so nas train runs K processes at once
+# there (--parallel) instead of Tune trials.
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NAS_BENCH_COMMIT=${NAS_BENCH_COMMIT:-unknown}
+D="dataset=fashion_mnist dataset.root=$PWD/.devdata device=cuda seed=0"
+RECIPE="retrain.batch_size=512 retrain.lr=0.003"   # 30 epochs (the default), 106 steps an epoch
+BASELINES="mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"
+W=/tmp/w
+case "$1" in
+pipeline)
+    timeout 540 python -m benchmarks.search_pipeline --dir $W --parallel 10 --baselines $BASELINES \
+        --search "+space=vit supernet=gpu n_trials=500 executor.n_workers=8" --train "$RECIPE" \
+        --out $OUT/pipeline.json -- $D
+    echo "pipeline exit $?"
+    (cd $W && tar czf $OUT/w.tgz nas.db report *.csv *.png *.log train-logs .nas_cache/supernets \
+        $(find .nas_cache/retrain -name result.json))
+    ;;
+quality)
+    mkdir -p $W && tar xzf .w/w.tgz -C $W
+    S=$(python -c "import json; print(json.load(open('.w/pipeline.json'))['study'])")
+    (cd $W && timeout 120 python -m nas latency fit +space=vit $D n_samples=200 progress=false) | tail -3
+    E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
+    timeout 330 python -m benchmarks.search_ranking --dir $W --study $S --n 24 --parallel 7 \
+        --out $OUT/ranking.json --plot $OUT/ranking.png -- $D $RECIPE progress=false > $OUT/ranking.log 2>&1 &
+    timeout 330 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
+        --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
+        --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
+        profiler.measure_fraction=0 > $OUT/efficiency.log 2>&1
+    wait
+    for P in "profiler=onnxruntime" "profiler=torch profiler.device=cuda"; do
+        N=$(echo $P | tr -dc 'a-z' | tail -c 12)
+        timeout 60 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "$P" \
+            --out $OUT/fvb_$N.json -- $D
+    done
+    ;;
+esac

@@ -26,17 +26,19 @@ quality)
     S=$(python -c "import json; print(json.load(open('.w/pipeline.json'))['study'])")
     (cd $W && timeout 120 python -m nas latency fit +space=vit $D n_samples=200 progress=false) | tail -3
     E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
+    L=/tmp/logs; mkdir -p $L
     timeout 330 python -m benchmarks.search_ranking --dir $W --study $S --n 24 --parallel 7 \
-        --out $OUT/ranking.json --plot $OUT/ranking.png -- $D $RECIPE progress=false > $OUT/ranking.log 2>&1 &
+        --out $OUT/ranking.json --plot $OUT/ranking.png -- $D $RECIPE progress=false > $L/ranking.log 2>&1 &
     timeout 330 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
         --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
         --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
-        profiler.measure_fraction=0 > $OUT/efficiency.log 2>&1
+        profiler.measure_fraction=0 > $L/efficiency.log 2>&1
     wait
-    for P in "profiler=onnxruntime" "profiler=torch profiler.device=cuda"; do
-        N=$(echo $P | tr -dc 'a-z' | tail -c 12)
-        timeout 60 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "$P" \
-            --out $OUT/fvb_$N.json -- $D
-    done
+    tail -3 $L/ranking.log $L/efficiency.log
+    timeout 60 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \
+        --out $OUT/fvb_onnxruntime.json --plot $L/fvb_onnxruntime.png -- $D
+    timeout 60 python -m benchmarks.found_vs_baselines --dir $W --study $S \
+        --measure "profiler=torch profiler.device=cuda" --out $OUT/fvb_cuda.json --plot $L/fvb_cuda.png -- $D
+    cp $E/*.log $L/ 2>/dev/null; (cd $W && tar czf $L/w2.tgz nas.db train-logs); tar czf $OUT/logs.tgz -C $L .
     ;;
 esac

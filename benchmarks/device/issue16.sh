@@ -22,23 +22,30 @@ pipeline)
         $(find .nas_cache/retrain -name result.json))
     ;;
 quality)
+    # The first call's folder; baselines it had no time for (BASELINES_LEFT) train here beside the ranking.
     mkdir -p $W && tar xzf .w/w.tgz -C $W
-    S=$(python -c "import json; print(json.load(open('.w/pipeline.json'))['study'])")
-    (cd $W && timeout 120 python -m nas latency fit +space=vit $D n_samples=200 progress=false) | tail -3
+    S=${STUDY:-$(python -c "import json; print(json.load(open('.w/pipeline.json'))['study'])")}
+    (cd $W && timeout 90 python -m nas latency fit +space=vit $D n_samples=200 progress=false) | tail -3
     E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
+    for B in ${BASELINES_LEFT:-}; do
+        (cd $W && timeout 300 python -m nas train $D $RECIPE study_name=$S timm=$B progress=false \
+            > train-logs/baseline-$B.log 2>&1) &
+    done
     L=/tmp/logs; mkdir -p $L
-    timeout 330 python -m benchmarks.search_ranking --dir $W --study $S --n 24 --parallel 7 \
+    timeout 300 python -m benchmarks.search_ranking --dir $W --study $S --n 24 --parallel ${RANK_PARALLEL:-7} \
         --out $OUT/ranking.json --plot $OUT/ranking.png -- $D $RECIPE progress=false > $L/ranking.log 2>&1 &
-    timeout 330 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
-        --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
+    timeout 320 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
+        --trials 500 --parallel ${EFF_PARALLEL:-9} --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
         --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
         profiler.measure_fraction=0 > $L/efficiency.log 2>&1
     wait
     tail -3 $L/ranking.log $L/efficiency.log
-    timeout 60 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \
+    T=$SECONDS; (cd $W && timeout 40 python -m nas report $D study_name=$S progress=false) 2>&1 | tail -2
+    echo "nas report: $((SECONDS - T)) s"
+    timeout 50 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \
         --out $OUT/fvb_onnxruntime.json --plot $L/fvb_onnxruntime.png -- $D
-    timeout 60 python -m benchmarks.found_vs_baselines --dir $W --study $S \
+    timeout 50 python -m benchmarks.found_vs_baselines --dir $W --study $S \
         --measure "profiler=torch profiler.device=cuda" --out $OUT/fvb_cuda.json --plot $L/fvb_cuda.png -- $D
-    cp $E/*.log $L/ 2>/dev/null; (cd $W && tar czf $L/w2.tgz nas.db train-logs); tar czf $OUT/logs.tgz -C $L .
+    cp $E/*.log $L/ 2>/dev/null; (cd $W && tar czf $L/w2.tgz nas.db train-logs report $(find .nas_cache/retrain -name result.json)); tar czf $OUT/logs.tgz -C $L .
     ;;
 esac

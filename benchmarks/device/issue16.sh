@@ -48,4 +48,33 @@ quality)
         --measure "profiler=torch profiler.device=cuda" --out $OUT/fvb_cuda.json --plot $L/fvb_cuda.png -- $D
     cp $E/*.log $L/ 2>/dev/null; (cd $W && tar czf $L/w2.tgz nas.db train-logs report $(find .nas_cache/retrain -name result.json)); tar czf $OUT/logs.tgz -C $L .
     ;;
+finish)
+    # Third call: what the second had no time for. Trainings (ranking picks and baselines left) run
+    # beside the predictor fit (which then ignores their CPU load), then the efficiency searches.
+    mkdir -p $W && tar xzf .w/w2.tgz -C $W
+    S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
+    for J in ${TRAIN_LEFT:-}; do   # trial numbers and timm names
+        case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; esac
+        (cd $W && timeout 250 python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
+            > train-logs/left-$J.log 2>&1) &
+    done
+    (cd $W && timeout 200 python -m nas latency fit +space=vit $D n_samples=100 progress=false \
+        profiler.max_background_load=1.0) 2>&1 | tail -4
+    echo "fit done at $SECONDS s"
+    E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
+    timeout 260 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
+        --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
+        --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
+        profiler.measure_fraction=0 > $L/efficiency.log 2>&1
+    echo "efficiency exit $? at $SECONDS s"; tail -4 $L/efficiency.log
+    wait
+    (cd $W && tar czf $OUT/w3.tgz nas.db train-logs $(find .nas_cache/retrain -name result.json))
+    for P in onnxruntime torch; do
+        [ $SECONDS -lt 420 ] || break
+        X=""; [ $P = torch ] && X="profiler.device=cuda"
+        timeout 35 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=$P $X" \
+            --out $OUT/fvb3_$P.json --plot $L/fvb3_$P.png -- $D
+    done
+    cp $E/*.log $L/ 2>/dev/null; tar czf $OUT/logs3.tgz -C $L .
+    ;;
 esac

@@ -58,11 +58,11 @@ finish)
         (cd $W && timeout 250 python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
             > train-logs/left-$J.log 2>&1) &
     done
-    (cd $W && timeout 200 python -m nas latency fit +space=vit $D n_samples=100 progress=false \
+    (cd $W && timeout 210 python -m nas latency fit +space=vit $D n_samples=100 progress=false profiler.runs=50 profiler.rounds=3 \
         profiler.max_background_load=1.0) 2>&1 | tail -4
     echo "fit done at $SECONDS s"
     E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
-    timeout 260 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
+    timeout 250 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
         --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
         --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
         profiler.measure_fraction=0 > $L/efficiency.log 2>&1

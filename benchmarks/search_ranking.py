@@ -55,6 +55,11 @@ def main() -> None:
         default=1,
         help="nas train processes at once, one architecture each (1: one process)",
     )
+    parser.add_argument(
+        "--analyse",
+        action="store_true",
+        help="train nothing: rank every trial of the study that has a stand-alone result",
+    )
     args = parser.parse_args()
 
     import optuna
@@ -72,7 +77,9 @@ def main() -> None:
         front_numbers = {t.number for t in optuna.load_study(study_name=name, storage=opened).best_trials}
     chosen = pick(finished_trials(storage, name), front_numbers, args.n)
     numbers = ",".join(str(t.number) for t in chosen)
-    if args.parallel > 1:  # one process per architecture, several at once on the one device
+    if args.analyse:
+        wall = 0.0
+    elif args.parallel > 1:  # one process per architecture, several at once on the one device
         import time
 
         start = time.perf_counter()
@@ -93,6 +100,9 @@ def main() -> None:
     for key, record in attrs.items():
         if key.startswith("retrained:") and record.get("kind") == "trial":
             records.setdefault(int(record["name"]), record)  # first recipe found; one recipe per run dir
+    if args.analyse:  # every trial with a result, whichever run trained it
+        by_number = {t.number: t for t in finished_trials(storage, name)}
+        chosen = [by_number[n] for n in sorted(records) if n in by_number]
     rows = []
     for t in chosen:
         r = records[t.number]

@@ -54,7 +54,24 @@ finish)
     mkdir -p $W && tar xzf .w/w2.tgz -C $W
     S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
     for J in ${TRAIN_LEFT:-}; do   # trial numbers and timm names
+        case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; train-left)
+    # When device time is short: only the trainings left, then found_vs_baselines with both profilers.
+    mkdir -p $W && tar xzf .w/w2.tgz -C $W
+    S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
+    for J in ${TRAIN_LEFT:-}; do
         case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; esac
+        (cd $W && timeout ${TRAIN_TIMEOUT:-200} python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
+            > train-logs/left-$J.log 2>&1) &
+    done
+    wait
+    echo "trainings done at $SECONDS s"
+    (cd $W && tar czf $OUT/w3.tgz nas.db train-logs $(find .nas_cache/retrain -name result.json))
+    timeout 40 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \
+        --out $OUT/fvb3_onnxruntime.json --plot $OUT/fvb3_onnxruntime.png -- $D
+    timeout 40 python -m benchmarks.found_vs_baselines --dir $W --study $S \
+        --measure "profiler=torch profiler.device=cuda" --out $OUT/fvb3_cuda.json --plot $OUT/fvb3_cuda.png -- $D
+    ;;
+esac
         (cd $W && timeout 250 python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
             > train-logs/left-$J.log 2>&1) &
     done
@@ -76,5 +93,22 @@ finish)
             --out $OUT/fvb3_$P.json --plot $L/fvb3_$P.png -- $D
     done
     cp $E/*.log $L/ 2>/dev/null; tar czf $OUT/logs3.tgz -C $L .
+    ;;
+train-left)
+    # When device time is short: only the trainings left, then found_vs_baselines with both profilers.
+    mkdir -p $W && tar xzf .w/w2.tgz -C $W
+    S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
+    for J in ${TRAIN_LEFT:-}; do
+        case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; esac
+        (cd $W && timeout ${TRAIN_TIMEOUT:-200} python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
+            > train-logs/left-$J.log 2>&1) &
+    done
+    wait
+    echo "trainings done at $SECONDS s"
+    (cd $W && tar czf $OUT/w3.tgz nas.db train-logs $(find .nas_cache/retrain -name result.json))
+    timeout 40 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \
+        --out $OUT/fvb3_onnxruntime.json --plot $OUT/fvb3_onnxruntime.png -- $D
+    timeout 40 python -m benchmarks.found_vs_baselines --dir $W --study $S \
+        --measure "profiler=torch profiler.device=cuda" --out $OUT/fvb3_cuda.json --plot $OUT/fvb3_cuda.png -- $D
     ;;
 esac

@@ -63,7 +63,12 @@ finish)
         (cd $W && timeout ${TRAIN_TIMEOUT:-200} python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
             > train-logs/left-$J.log 2>&1) &
     done
+    # issue 18 on one GPU: the torchrun path (NCCL, one process) runs and writes the supernet
+    NAS_TORCHRUN=1 timeout 150 python -m benchmarks.supernet_training --config-dir benchmarks/conf \
+        +space=vit_nov23 $D progress=false supernet=gpu supernet.epochs=2 --trials 0 \
+        --out $OUT/torchrun_1gpu_2ep.json > $L/torchrun.log 2>&1 &
     wait
+    tail -5 $L/torchrun.log
     echo "trainings done at $SECONDS s"
     (cd $W && tar czf $OUT/w3.tgz nas.db train-logs $(find .nas_cache/retrain -name result.json))
     timeout 40 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \
@@ -103,7 +108,12 @@ train-left)
         (cd $W && timeout ${TRAIN_TIMEOUT:-200} python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
             > train-logs/left-$J.log 2>&1) &
     done
+    # issue 18 on one GPU: the torchrun path (NCCL, one process) runs and writes the supernet
+    NAS_TORCHRUN=1 timeout 150 python -m benchmarks.supernet_training --config-dir benchmarks/conf \
+        +space=vit_nov23 $D progress=false supernet=gpu supernet.epochs=2 --trials 0 \
+        --out $OUT/torchrun_1gpu_2ep.json > $L/torchrun.log 2>&1 &
     wait
+    tail -5 $L/torchrun.log
     echo "trainings done at $SECONDS s"
     (cd $W && tar czf $OUT/w3.tgz nas.db train-logs $(find .nas_cache/retrain -name result.json))
     timeout 40 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=onnxruntime" \

@@ -49,8 +49,9 @@ quality)
     cp $E/*.log $L/ 2>/dev/null; (cd $W && tar czf $L/w2.tgz nas.db train-logs report $(find .nas_cache/retrain -name result.json)); tar czf $OUT/logs.tgz -C $L .
     ;;
 finish)
-    # Third call: what the second had no time for. Trainings (ranking picks and baselines left) run
-    # beside the predictor fit (which then ignores their CPU load), then the efficiency searches.
+    # The efficiency runs in a call of their own (~9 min): the predictor fit (270 blocks and 100
+    # samples measured, ~2-4 min) and 10 predictor-driven searches of 500 trials. Trainings named in
+    # TRAIN_LEFT run beside the fit (which then ignores their CPU load).
     mkdir -p $W && tar xzf .w/w2.tgz -C $W
     S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
     for J in ${TRAIN_LEFT:-}; do   # trial numbers and timm names
@@ -80,11 +81,11 @@ esac
         (cd $W && timeout 250 python -m nas train $D $RECIPE study_name=$S $WHAT progress=false \
             > train-logs/left-$J.log 2>&1) &
     done
-    (cd $W && timeout 210 python -m nas latency fit +space=vit $D n_samples=100 progress=false profiler.runs=50 profiler.rounds=3 \
+    (cd $W && timeout ${FIT_TIMEOUT:-240} python -m nas latency fit +space=vit $D n_samples=100 progress=false profiler.runs=50 profiler.rounds=3 \
         profiler.max_background_load=1.0) 2>&1 | tail -4
     echo "fit done at $SECONDS s"
     E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
-    timeout 250 python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
+    timeout ${EFF_TIMEOUT:-300} python -m benchmarks.search_efficiency --dir $E --samplers random tpe --seeds 0 1 2 3 4 \
         --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
         --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
         profiler.measure_fraction=0 > $L/efficiency.log 2>&1
@@ -92,7 +93,7 @@ esac
     wait
     (cd $W && tar czf $OUT/w3.tgz nas.db train-logs $(find .nas_cache/retrain -name result.json))
     for P in onnxruntime torch; do
-        [ $SECONDS -lt 420 ] || break
+        [ $SECONDS -lt ${FVB_BEFORE:-480} ] || break
         X=""; [ $P = torch ] && X="profiler.device=cuda"
         timeout 35 python -m benchmarks.found_vs_baselines --dir $W --study $S --measure "profiler=$P $X" \
             --out $OUT/fvb3_$P.json --plot $L/fvb3_$P.png -- $D

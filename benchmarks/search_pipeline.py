@@ -9,9 +9,9 @@ The overrides after ``--`` go to every command (dataset, device, seed); ``--sear
 ``--train`` add their own. Runs, as subprocesses in ``--dir``: ``nas search`` (its wall time split
 into supernet training, the trial phase and the rest, read from the study), then every front
 member (``nas train trial=N``) and every baseline of the ``baselines`` group (``nas train
-timm=NAME``), ``--parallel`` processes at once on the one device (``--trainer-args
-"trainer=tune ..."`` instead trains the front as one ``nas train front=true`` on Ray Tune, where
-Ray is installed), then ``nas report``.
+timm=NAME``), ``--parallel`` processes at once on the one device, then ``nas report``. With
+``--tune`` (and ``--train "trainer=tune trainer.gpus_per_trial=0.1 ..."``) the front trains as
+Tune trials of one ``nas train front=true``, the baselines in processes beside it.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def main() -> None:
     common = [*args.overrides, *train_args, f"study_name={name}", "progress=false"]
     # Baselines first: they are the longest trainings (a GPU run left three of five unfinished
     # when they started last), and each measures its latency before it trains.
-    jobs = {f"baseline-{b}": ["train", *common, f"timm={b}"] for b in baselines}
-    if args.tune:
+    alone = [o for o in common if not o.lstrip("+~").startswith("trainer")]  # baselines: local trainer
+    jobs = {f"baseline-{b}": ["train", *alone, f"timm={b}"] for b in baselines}
+    if args.tune:  # the front as Tune trials in one process, each baseline in a process beside it
         jobs = jobs | {"front": ["train", *common, "front=true"]}
     else:
         jobs = jobs | {f"trial-{n}": ["train", *common, f"trial={n}"] for n in front}
@@ -79,7 +80,7 @@ def main() -> None:
     }
     write_result(args.out, partial | {"unfinished": "retraining"})  # a later phase may not end in time
     t0 = time.perf_counter()
-    job_walls = run_nas_many(jobs, work, work / "train-logs", 1 if args.tune else args.parallel)
+    job_walls = run_nas_many(jobs, work, work / "train-logs", len(jobs) if args.tune else args.parallel)
     walls["retrain_front_and_baselines"] = round(time.perf_counter() - t0, 1)
     walls["report"] = round(
         run_nas(["report", *args.overrides, f"study_name={name}"], work, work / "report.log"), 1

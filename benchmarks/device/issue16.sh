@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The issue-16 runs on the lent one-GPU machine (device tool), in two calls of at most 10 minutes:
 #   bash benchmarks/device/issue16.sh pipeline   (carry .whl .devdata)   -> $OUT/pipeline.json, $OUT/w.tgz
+#   bash benchmarks/device/issue16.sh pipeline-tune   (carry .devpack: pack.sh)  the same, the front on Tune
 #   bash benchmarks/device/issue16.sh quality    (carry .whl .devdata .w; .w/ holds the first call's w.tgz and pipeline.json)
 # Wheels and data as BENCHMARKS.md "How the figures are made" says. Ray is not on that machine and
 # its wheel (79 MB) is larger than what a call may carry, so nas train runs K processes at once
 # there (--parallel) instead of Tune trials.
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NAS_BENCH_COMMIT=${NAS_BENCH_COMMIT:-unknown}
+if [ -f .devpack/site312.tar.xz ]; then   # benchmarks/device/pack.sh: Ray (Tune) too, data as xz
+    source benchmarks/device/unpack.sh
+else                                     # the wheels and .devdata of BENCHMARKS.md
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+fi
+export NAS_BENCH_COMMIT=${NAS_BENCH_COMMIT:-unknown}
 D="dataset=fashion_mnist dataset.root=$PWD/.devdata device=cuda seed=0"
 RECIPE="retrain.batch_size=512 retrain.lr=0.003"   # 30 epochs (the default), 106 steps an epoch
 BASELINES="mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"
@@ -16,6 +22,15 @@ case "$1" in
 pipeline)
     timeout 540 python -m benchmarks.search_pipeline --dir $W --parallel 10 --baselines $BASELINES \
         --search "+space=vit supernet=gpu n_trials=500 executor.n_workers=8" --train "$RECIPE" \
+        --out $OUT/pipeline.json -- $D
+    echo "pipeline exit $?"
+    (cd $W && tar czf $OUT/w.tgz nas.db report *.csv *.png *.log train-logs .nas_cache/supernets \
+        $(find .nas_cache/retrain -name result.json))
+    ;;
+pipeline-tune)
+    timeout 560 python -m benchmarks.search_pipeline --dir $W --tune --baselines $BASELINES \
+        --search "+space=vit supernet=gpu n_trials=500 executor.n_workers=8" \
+        --train "$RECIPE trainer=tune trainer.gpus_per_trial=0.08 trainer.max_concurrent=12 trainer.cpus_per_trial=1 trainer.scheduler=fifo" \
         --out $OUT/pipeline.json -- $D
     echo "pipeline exit $?"
     (cd $W && tar czf $OUT/w.tgz nas.db report *.csv *.png *.log train-logs .nas_cache/supernets \

@@ -49,6 +49,7 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
     assert not one.reused and not two.reused
     assert one.path.parent.name == two.path.parent.name  # one cache key: devices is not in it
     assert (one.meta["devices"], two.meta["devices"]) == (1, 2)
+    assert (one.meta["torchrun"], two.meta["torchrun"]) == (False, True)
     assert one.meta["steps"] == two.meta["steps"] == 4 and two.meta["batch_size"] == 1024
     expected, got = one.net.state_dict(), two.net.state_dict()
     assert expected.keys() == got.keys()

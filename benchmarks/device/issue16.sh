@@ -38,7 +38,7 @@ pipeline-tune)
     ;;
 quality)
     # The first call's folder; baselines it had no time for (BASELINES_LEFT) train here beside the ranking.
-    mkdir -p $W && tar xzf .w/w.tgz -C $W
+    mkdir -p $W && tar xzf ${WARCHIVE:-.w/w.tgz} -C $W
     S=${STUDY:-$(python -c "import json; print(json.load(open('.w/pipeline.json'))['study'])")}
     (cd $W && timeout 90 python -m nas latency fit +space=vit $D n_samples=200 progress=false) | tail -3
     E=/tmp/e; mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
@@ -67,12 +67,12 @@ finish)
     # The efficiency runs in a call of their own (~9 min): the predictor fit (270 blocks and 100
     # samples measured, ~2-4 min) and 10 predictor-driven searches of 500 trials. Trainings named in
     # TRAIN_LEFT run beside the fit (which then ignores their CPU load).
-    mkdir -p $W && tar xzf .w/w2.tgz -C $W
+    mkdir -p $W && tar xzf ${WARCHIVE:-benchmarks/results/issue16_h200_study.tgz} -C $W
     S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
     for J in ${TRAIN_LEFT:-}; do   # trial numbers and timm names
         case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; train-left)
     # When device time is short: only the trainings left, then found_vs_baselines with both profilers.
-    mkdir -p $W && tar xzf .w/w2.tgz -C $W
+    mkdir -p $W && tar xzf ${WARCHIVE:-benchmarks/results/issue16_h200_study.tgz} -C $W
     S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
     for J in ${TRAIN_LEFT:-}; do
         case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; esac
@@ -117,7 +117,7 @@ esac
     ;;
 train-left)
     # When device time is short: only the trainings left, then found_vs_baselines with both profilers.
-    mkdir -p $W && tar xzf .w/w2.tgz -C $W
+    mkdir -p $W && tar xzf ${WARCHIVE:-benchmarks/results/issue16_h200_study.tgz} -C $W
     S=$STUDY; L=/tmp/logs; mkdir -p $L $W/train-logs
     for J in ${TRAIN_LEFT:-}; do
         case $J in [0-9]*) WHAT="trial=$J" ;; *) WHAT="timm=$J" ;; esac

@@ -411,13 +411,39 @@ class LocalTrainer:
         for candidate in jobs.candidates:
             with Progress(*columns, console=console, disable=not jobs.progress) as bar:
                 task = bar.add_task(f"train {candidate.name}", total=None, loss=float("nan"))
-                results[candidate.name] = jobs.train(
-                    candidate,
-                    progress=lambda step, total, loss: bar.update(
-                        task, completed=step, total=total, loss=loss
-                    ),
-                )
+                plain = _PlainProgress(candidate.name, console) if not jobs.progress else None
+
+                def update(step: int, total: int, loss: float) -> None:
+                    bar.update(task, completed=step, total=total, loss=loss)
+                    if plain is not None:
+                        plain(step, total, loss)
+
+                results[candidate.name] = jobs.train(candidate, progress=update)
         return results
+
+
+class _PlainProgress:
+    """With progress=false (logs, services): one plain line per tenth of a training, with its
+    pace, so that a slow run shows in its log before it ends."""
+
+    def __init__(self, name: str, console: Any) -> None:
+        self.name, self.console, self.shown = name, console, 0
+        self.start: tuple[float, int] | None = None
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = (now, step)
+            return
+        tenth = 10 * step // max(1, total)
+        if tenth > self.shown:
+            self.shown = tenth
+            pace = (step - self.start[1]) / max(now - self.start[0], 1e-9)
+            self.console.print(
+                f"train {self.name}: step {step}/{total} ({tenth * 10} %), loss {loss:.3f}, "
+                f"{pace:.1f} steps/s",
+                highlight=False,
+            )
 
 
 @dataclass

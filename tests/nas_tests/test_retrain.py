@@ -65,6 +65,19 @@ def test_train_a_trial_from_scratch_and_inherited_an_arch_yaml_and_a_timm_model(
     assert code == 0 and "cached" in out, out + err
 
 
+def test_without_progress_bars_a_training_logs_its_pace(study_copy):
+    """progress=false (a log file, a service job): plain lines, one per tenth of the training,
+    each with its step and pace, so a slow run is visible before it ends."""
+    args = ["retrain.epochs=2", "retrain.warmup_epochs=0", "retrain.batch_size=32", "progress=false"]
+    code, out, err = run_in_process("train", "trial=0", *args, cwd=study_copy)
+    assert code == 0, out + err
+    lines = [line for line in out.splitlines() if line.startswith("train 0: step ")]
+    assert len(lines) >= 5, out
+    assert all("steps/s" in line and "loss" in line for line in lines)
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in lines]
+    assert steps == sorted(steps) and steps[-1] == int(lines[-1].split("/")[1].split()[0])
+
+
 def test_inherit_starts_from_the_supernet_weights(study_copy):
     """init=inherit trains the very model the search scored: before any step its top-1 on the
     validation split is the trial's recorded (inherited) top-1."""

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The issue-16 runs on the lent one-GPU machine (device tool), in two calls of at most 10 minutes:
-#   bash benchmarks/device/issue16.sh pipeline   (carry .whl .devdata)   -> $OUT/pipeline.json, $OUT/w.tgz
-#   bash benchmarks/device/issue16.sh pipeline-tune   (carry .devpack: pack.sh)  the same, the front on Tune
-#   bash benchmarks/device/issue16.sh quality    (carry .whl .devdata .w; .w/ holds the first call's w.tgz and pipeline.json)
-# Wheels and data as BENCHMARKS.md "How the figures are made" says. Ray is not on that machine and
-# its wheel (79 MB) is larger than what a call may carry, so nas train runs K processes at once
-# there (--parallel) instead of Tune trials.
+# The issue-16 runs on the lent one-GPU machine (device tool), each stage one call of <= 10 minutes:
+#   pipeline       search, front and baselines retrained (--parallel processes), report -> $OUT/w.tgz
+#   pipeline-tune  the same with the front as Tune trials (needs .devpack from pack.sh)
+#   quality        ranking picks, nas report, found_vs_baselines (from the pipeline's w.tgz in .w/)
+#   finish         predictor fit + the 5 x 2 efficiency searches (+ TRAIN_LEFT trainings beside the fit)
+#   train-left     TRAIN_LEFT trainings, then found_vs_baselines with ORT and CUDA
+# Carry .devpack (bash benchmarks/device/pack.sh here: packages with Ray, data as xz) or the .whl and
+# .devdata of BENCHMARKS.md "How the figures are made" (no Ray: then no Tune). The later stages
+# start from WARCHIVE, by default the committed benchmarks/results/issue16_h200_study.tgz.
 set -u
 if [ -f .devpack/site312.tar.xz ]; then   # benchmarks/device/pack.sh: Ray (Tune) too, data as xz
     source benchmarks/device/unpack.sh

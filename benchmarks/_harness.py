@@ -241,25 +241,22 @@ def run_nas_many(jobs: dict[str, list[str]], cwd: Path, logs: Path, parallel: in
     """Run the ``nas`` commands of ``jobs`` (name -> args), at most ``parallel`` at once, each with
     its output in ``logs/<name>.log``; the wall time of each. Exits with the end of a failed
     command's log once the others have ended (they run on: their results are kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     logs.mkdir(parents=True, exist_ok=True)
-    waiting, running, walls, failed = list(jobs.items()), {}, {}, []
-    while waiting or running:
-        while waiting and len(running) < max(1, parallel):
-            name, args = waiting.pop(0)
-            out = open(logs / f"{name}.log", "w")
-            process = subprocess.Popen(
+
+    def timed(name: str, args: list[str]) -> tuple[float, int]:
+        start = time.perf_counter()
+        with open(logs / f"{name}.log", "w") as out:
+            code = subprocess.run(
                 nas_command(*args), cwd=cwd, env=search_env(), stdout=out, stderr=subprocess.STDOUT
             )
-            running[name] = (process, out, time.perf_counter())
-        time.sleep(0.2)
-        for name, (process, out, start) in list(running.items()):
-            if process.poll() is not None:
-                out.close()
-                walls[name] = round(time.perf_counter() - start, 1)
-                if process.returncode != 0:
-                    failed.append(name)
-                del running[name]
+        return round(time.perf_counter() - start, 1), code.returncode
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        done = dict(zip(jobs, pool.map(timed, jobs, jobs.values())))
+    failed = [name for name, (_, code) in done.items() if code != 0]
     if failed:
         first = logs / f"{failed[0]}.log"
         sys.exit(f"nas failed for {', '.join(failed)}; see {first}:\n{first.read_text()[-3000:]}")
-    return walls
+    return {name: wall for name, (wall, _) in done.items()}

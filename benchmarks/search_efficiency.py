@@ -104,23 +104,16 @@ def main() -> None:
     if args.measure:
         import shlex
 
+        import optuna
         from optuna._hypervolume import compute_hypervolume
 
-        from nas.study import trial_arch
+        from nas.study import reading_storage, trial_arch
 
         others = [o for o in args.overrides if not o.lstrip("+~").startswith("profiler")]
         profiler = build_profiler([*others, *shlex.split(args.measure)])
-        for (sampler, seed), trials in runs.items():
-            front = [
-                t
-                for t in trials
-                if not any(
-                    top1(o) >= top1(t)
-                    and latency(o) <= latency(t)
-                    and (top1(o), latency(o)) != (top1(t), latency(t))
-                    for o in trials
-                )
-            ]
+        for sampler, seed in runs:
+            with reading_storage(storage) as opened:
+                front = optuna.load_study(study_name=f"eff-{sampler}-{seed}", storage=opened).best_trials
             members = {}
             for t in sorted(front, key=latency):
                 key = t.user_attrs["arch_key"]

@@ -12,7 +12,8 @@ lowest top-1 and the highest latency of any run), and for each other sampler and
 of trials it needed to reach random search's final hypervolume with the same seed: median and
 range over seeds, plus the curves.
 
-``--parallel K`` runs K searches at once (after the first, which trains the supernet). With
+``--parallel K`` runs K searches at once (after the first, which trains the supernet; all of them
+at once when ``--dir`` already holds a trained supernet in ``.nas_cache/supernets``). With
 ``profiler=predictor`` standing in for measurement, ``--measure "profiler=onnxruntime"`` measures
 every run's final front with that profiler afterwards, one at a time: the predicted and measured
 latency of each member and each front's hypervolume with measured latencies.
@@ -66,8 +67,12 @@ def main() -> None:
             name = f"eff-{sampler}-{seed}"
             command = ["search", *args.overrides, f"sampler={sampler}", f"sampler_seed={seed}"]
             commands[name] = command + [f"n_trials={args.trials}", f"study_name={name}", "progress=false"]
-    first = next(iter(commands))  # alone: it trains the supernet the others reuse
-    walls[first] = round(run_nas(commands.pop(first), work, work / f"{first}.log"), 1)
+    supernets = work / ".nas_cache" / "supernets"
+    if not (supernets.is_dir() and any(supernets.iterdir())):
+        first = next(iter(commands))  # alone: it trains the supernet the others reuse
+        walls[first] = round(run_nas(commands.pop(first), work, work / f"{first}.log"), 1)
+    else:  # a supernet trained earlier (copied in, or an earlier call): every run at once
+        print(f"supernet found in {supernets}: {len(commands)} searches, {args.parallel} at once")
     walls |= run_nas_many(commands, work, work, args.parallel)
     for seed in args.seeds:
         for sampler in args.samplers:

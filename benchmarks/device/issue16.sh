@@ -5,6 +5,10 @@
 #   quality        ranking picks and the baselines in BASELINES_LEFT, nas report, found_vs_baselines
 #   finish         predictor fit + the 5 x 2 efficiency searches (+ TRAIN_LEFT trainings beside the fit)
 #   train-left     TRAIN_LEFT trainings (trial numbers, timm names), then found_vs_baselines
+#   bg STAGE       STAGE detached (it runs on past this call while the machine stays warm), waits
+#                  until DEADLINE (epoch seconds) or the stage's end, returns its files so far
+#   collect STAGE  in a later call: waits for that bg stage and returns its files
+#   smallest15     issue 15: the vit_nov23 supernet at batch 512 with the member pool
 # Carry .devpack (bash benchmarks/device/pack.sh here: packages with Ray, data as xz) or the .whl and
 # .devdata of BENCHMARKS.md "How the figures are made" (no Ray: then no Tune). The stages after
 # pipeline start from WARCHIVE, by default the committed benchmarks/results/issue16_h200_study.tgz.
@@ -21,10 +25,12 @@ RECIPE="retrain.batch_size=512 retrain.lr=0.003"   # 30 epochs (the default), 10
 BASELINES="mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"
 SEARCH="+space=vit supernet=gpu n_trials=500 executor.n_workers=8"
 W=/tmp/w E=/tmp/e L=/tmp/logs S=${STUDY:-vit-fashion_mnist}
+# Trainings keep off the last two cores, where ONNX Runtime times its calls (pin_cpu=auto).
+AWAY="taskset -c 0-$(( $(nproc) - 3 ))"
 mkdir -p $L
 
 pipeline() {  # $@: search_pipeline options
-    timeout 560 python -m benchmarks.search_pipeline --dir $W --baselines $BASELINES --search "$SEARCH" \
+    timeout ${PIPE_TIMEOUT:-560} python -m benchmarks.search_pipeline --dir $W --baselines $BASELINES --search "$SEARCH" \
         --out $OUT/pipeline.json "$@" -- $D
     echo "pipeline exit $?"
     (cd $W && tar czf $OUT/w.tgz nas.db report *.csv *.png *.log train-logs .nas_cache/supernets \
@@ -39,7 +45,7 @@ train() {  # $1: timeout; then trial numbers and timm names, each a nas train in
     local limit=$1 job what; shift
     for job in "$@"; do
         case $job in [0-9]*) what="trial=$job" ;; *) what="timm=$job" ;; esac
-        (cd $W && timeout $limit python -m nas train $D $RECIPE study_name=$S $what progress=false \
+        (cd $W && timeout $limit $AWAY python -m nas train $D $RECIPE study_name=$S $what progress=false \
             > train-logs/left-$job.log 2>&1) &
     done
 }
@@ -53,6 +59,14 @@ found_vs_baselines() {  # $1: what to prefix the files with; $2: the folder for 
 
 returned_study() {  # $1: the archive to write
     (cd $W && tar czf $1 nas.db train-logs $(find .nas_cache/retrain -name result.json))
+}
+
+waited() {  # $1: a bg stage; until it is done or DEADLINE; then its files so far into $OUT
+    local B=/tmp/bg-$1 until=${DEADLINE:-$(( $(date +%s) + 570 ))}
+    while [ ! -f $B/done ] && [ $(date +%s) -lt $until ]; do sleep 5; done
+    [ -f $B/done ] && echo "bg $1 done" || echo "bg $1 still running"
+    tail -25 $B/stage-$1.log; cp $B/*.* $OUT/ 2>/dev/null
+    [ -f $B/done ]
 }
 
 case "$1" in
@@ -74,23 +88,24 @@ quality)
     (cd $W && tar czf $L/w2.tgz report); returned_study $L/study.tgz; tar czf $OUT/logs.tgz -C $L .
     ;;
 finish)
-    # The efficiency runs in a call of their own (~9 min): the predictor fit (270 blocks and 100
-    # samples measured, ~2-4 min) and 10 predictor-driven searches of 500 trials. Trainings named in
-    # TRAIN_LEFT run beside the fit (which then ignores their CPU load).
+    # The efficiency runs (run it as `bg finish`: ~6-12 min): the predictor fit (270 blocks and 100
+    # samples measured) and 10 predictor-driven searches of 500 trials, all at once on the study's
+    # supernet. Trainings named in TRAIN_LEFT run beside the fit, off its timing cores.
     study
-    train 250 ${TRAIN_LEFT:-}
-    (cd $W && timeout ${FIT_TIMEOUT:-240} python -m nas latency fit +space=vit $D n_samples=100 progress=false \
+    train ${TRAIN_TIMEOUT:-400} ${TRAIN_LEFT:-}
+    (cd $W && timeout ${FIT_TIMEOUT:-400} python -m nas latency fit +space=vit $D n_samples=100 progress=false \
         profiler.runs=50 profiler.rounds=3 profiler.max_background_load=1.0) 2>&1 | tail -4
     echo "fit done at $SECONDS s"
     mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
-    timeout ${EFF_TIMEOUT:-300} python -m benchmarks.search_efficiency --dir $E --samplers random tpe \
-        --seeds 0 1 2 3 4 --trials 500 --parallel 9 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
+    timeout ${EFF_TIMEOUT:-900} python -m benchmarks.search_efficiency --dir $E --samplers random tpe \
+        --seeds 0 1 2 3 4 --trials 500 --parallel 10 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \
         --plot $OUT/efficiency.png -- +space=vit $D supernet=gpu executor=inprocess profiler=predictor \
         profiler.measure_fraction=0 > $L/efficiency.log 2>&1
     echo "efficiency exit $? at $SECONDS s"; tail -4 $L/efficiency.log
     wait
+    echo "trainings done at $SECONDS s"
     returned_study $OUT/w3.tgz
-    [ $SECONDS -lt ${FVB_BEFORE:-480} ] && found_vs_baselines fvb3 $L
+    found_vs_baselines fvb3 $L
     cp $E/*.log $L/ 2>/dev/null; tar czf $OUT/logs3.tgz -C $L .
     ;;
 train-left)
@@ -107,8 +122,26 @@ train-left)
     returned_study $OUT/w3.tgz
     found_vs_baselines fvb3 $OUT
     ;;
+bg)
+    # A stage that may outlast one call (10 min): started in a session of its own (it survives the
+    # call while the machine stays warm), its $OUT in /tmp/bg-STAGE; this call waits for it until
+    # DEADLINE (seconds since the epoch; default 570 s from now).
+    B=/tmp/bg-$2; mkdir -p $B; rm -f $B/done
+    OUT=$B setsid nohup bash -c 'bash benchmarks/device/issue16.sh "$0" > $OUT/stage-$0.log 2>&1; touch $OUT/done' "$2" &
+    waited $2
+    ;;
+collect)
+    # A later call (made within the 30 s the machine stays warm): wait for the bg stage, return its files.
+    waited $2
+    ;;
+smallest15)
+    # Issue 15: the H100 run's space (vit_nov23), batch 512 with the member pool.
+    timeout 150 python -m benchmarks.supernet_training --config-dir benchmarks/conf +space=vit_nov23 $D \
+        progress=false supernet=gpu supernet.batch_size=512 supernet.lr=0.0028 --trials 0 \
+        --out $OUT/supernet_gpu_vit_nov23_bs512.json 2>&1 | tail -4
+    ;;
 *)
-    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left" >&2
+    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, smallest15" >&2
     exit 2
     ;;
 esac

@@ -24,13 +24,21 @@ from benchmarks._harness import argument_parser, build_profiler, compose, write_
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("overrides", nargs="*", help="the dataset settings of the search (after --)")
-    parser.add_argument("--dir", required=True, help="folder of the study (nas.db)")
+    parser.add_argument("--dir", help="folder of the study (nas.db)")
     parser.add_argument("--study", default=None)
-    parser.add_argument("--measure", required=True, help="profiler overrides, one string")
+    parser.add_argument("--measure", help="profiler overrides, one string (required unless --replot)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--replot", default=None, help="draw --plot from this result JSON; no measuring")
     args = parser.parse_args()
+    if args.replot:
+        import json
 
+        plot(json.loads(Path(args.replot).read_text()), args.plot or Path(args.replot).with_suffix(".png"))
+        return
+
+    if not args.dir or not args.measure:
+        parser.error("--dir and --measure are required (unless --replot)")
     import torch
 
     from nas.config import instantiate
@@ -116,35 +124,68 @@ def main() -> None:
         "goal_met_for_every_baseline": all(r["goal_met"] for r in rows),
     }
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from latency_models.files import save_figure
-
-        fig, ax = plt.subplots(figsize=(7, 4.8))
-        xs = [f["latency"] for f in sorted(found, key=lambda f: f["latency"])]
-        ys = [f["top1"] for f in sorted(found, key=lambda f: f["latency"])]
-        ax.plot(xs, ys, "o-", c="tab:blue", ms=4, label="found front, retrained")
-        for r in rows:
-            ax.scatter([r["latency"]], [r["top1"]], c="tab:red", marker="s", s=22)
-            ax.annotate(
-                r["baseline"],
-                (r["latency"], r["top1"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        ax.scatter([], [], c="tab:red", marker="s", s=22, label="timm baselines, same recipe")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"latency ({profiler.unit}, {profiler.name} {profiler.settings()})"[:110])
-        ax.set_ylabel("stand-alone test top-1 (%)")
-        ax.set_title(f"{study.study_name}: found models against timm baselines")
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        save_figure(fig, args.plot)
+        plot(result, args.plot)
     write_result(args.out, result)
+
+
+def plot(result: dict, path: str | Path) -> None:
+    """Found models (the retrained front, its own Pareto staircase) and the baselines, latency on a
+    log axis with plain tick labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    from latency_models.files import save_figure
+
+    found = sorted(result["found"], key=lambda f: (f["latency"], -f["top1"]))
+    staircase, best = [], -1.0
+    for f in found:  # non-dominated: each faster member beats every slower one's top-1 so far
+        if f["top1"] > best:
+            staircase.append(f)
+            best = f["top1"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.scatter(
+        [f["latency"] for f in found],
+        [f["top1"] for f in found],
+        c="tab:blue",
+        s=16,
+        label="found (retrained front members)",
+    )
+    ax.step(
+        [f["latency"] for f in staircase],
+        [f["top1"] for f in staircase],
+        where="post",
+        c="tab:blue",
+        lw=1,
+        alpha=0.6,
+    )
+    for r in result["baselines"]:
+        ax.scatter([r["latency"]], [r["top1"]], c="tab:red", marker="s", s=26)
+        verdict = "goal met" if r["goal_met"] else "goal not met"
+        ax.annotate(
+            f"{r['baseline']} ({verdict})",
+            (r["latency"], r["top1"]),
+            fontsize=7,
+            xytext=(-4, 5),
+            textcoords="offset points",
+            ha="right",
+        )
+    ax.scatter([], [], c="tab:red", marker="s", s=26, label="timm baselines, same recipe")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    profiler = result["profiler"]
+    where = profiler["settings"].get("device") or ", ".join(profiler["settings"].get("providers", []))
+    ax.set_xlabel(f"latency, batch 1 ({profiler['unit']}; {profiler['name']} {where})")
+    ax.set_ylabel("stand-alone test top-1 (%)")
+    ax.set_title(f"{result['study']}: found models against timm baselines")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ class RetrainRecipe:
     translate: int = 0  # pixels of random shift (GPU-side, as in supernet training)
     flip: bool = False
     seed: int = 0
+    # Model and batches in channels-last memory order (timm's --channels-last): on CUDA, cuDNN's
+    # NHWC kernels for depthwise and small convolutions. How the training runs, not what it
+    # trains, so not part of the key.
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -76,7 +80,11 @@ class RetrainRecipe:
             raise ValueError(f"retrain.sched: {self.sched!r} is not one of {', '.join(known)}")
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        fields = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_KEY}
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+
+_NOT_IN_KEY = {"channels_last"}  # how a training runs, not what it trains
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,10 @@ def retrain(
     if final.exists():
         return Retrained(**json.loads(final.read_text()) | {"resumed": True})
     torch.manual_seed(recipe.seed)
-    model = model.to(dev).train()
+    memory = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = model.to(dev, memory_format=memory).train()
+    if dev.type == "cuda":  # fixed batch shapes: let cuDNN time its algorithms once (as timm's train.py)
+        torch.backends.cudnn.benchmark = True
     source = data.subset(train_idx).to(dev) if not data.streamed else data
     indices = torch.arange(len(train_idx)) if not data.streamed else train_idx
     batch_size = min(recipe.batch_size, len(indices))
@@ -247,7 +258,7 @@ def retrain(
                 generator = torch.Generator(device=dev).manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
                 x = random_translate(x, recipe.translate, generator)
                 x = random_flip(x, generator) if recipe.flip else x
-                x = x.float().div_(255)
+                x = x.float().div_(255).contiguous(memory_format=memory)
                 if mixup is not None:  # Mixup draws from numpy's and torch's global generators
                     torch.manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
                     np.random.seed((recipe.seed * STEP_SEED_STRIDE + step) % 2**32)

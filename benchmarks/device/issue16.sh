@@ -8,7 +8,10 @@
 #   bg STAGE       STAGE detached (it runs on past this call while the machine stays warm), waits
 #                  until DEADLINE (epoch seconds) or the stage's end, returns its files so far
 #   collect STAGE  in a later call: waits for that bg stage and returns its files
+#   probe          efficientformerv2_s0 alone, contiguous vs channels-last (steps/s)
 #   smallest15     issue 15: the vit_nov23 supernet at batch 512 with the member pool
+# Environment: MPS=1 starts NVIDIA MPS first (trainings sharing the GPU then overlap their kernels);
+# RECIPE_EXTRA adds retrain overrides (e.g. retrain.channels_last=true; not part of the result key).
 # Carry .devpack (bash benchmarks/device/pack.sh here: packages with Ray, data as xz) or the .whl and
 # .devdata of BENCHMARKS.md "How the figures are made" (no Ray: then no Tune). The stages after
 # pipeline start from WARCHIVE, by default the committed benchmarks/results/issue16_h200_study.tgz.
@@ -21,10 +24,16 @@ else                                     # the wheels and .devdata of BENCHMARKS
 fi
 export NAS_BENCH_COMMIT=${NAS_BENCH_COMMIT:-unknown}
 D="dataset=fashion_mnist dataset.root=$PWD/.devdata device=cuda seed=0"
-RECIPE="retrain.batch_size=512 retrain.lr=0.003"   # 30 epochs (the default), 106 steps an epoch
+RECIPE="retrain.batch_size=512 retrain.lr=0.003 ${RECIPE_EXTRA:-}"   # 30 epochs (the default), 105 steps an epoch
+if [ "${MPS:-0}" = 1 ] && [ ! -d /tmp/mps ]; then  # NVIDIA MPS: kernels of the trainings sharing the GPU overlap
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p /tmp/mps /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"
+elif [ "${MPS:-0}" = 1 ]; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+fi
 BASELINES="mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"
 SEARCH="+space=vit supernet=gpu n_trials=500 executor.n_workers=8"
-W=/tmp/w E=/tmp/e L=/tmp/logs S=${STUDY:-vit-fashion_mnist}
+W=${WDIR:-/tmp/w} E=/tmp/e L=/tmp/logs S=${STUDY:-vit-fashion_mnist}
 # Trainings keep off the last two cores, where ONNX Runtime times its calls (pin_cpu=auto).
 AWAY="taskset -c 0-$(( $(nproc) - 3 ))"
 mkdir -p $L
@@ -134,6 +143,16 @@ collect)
     # A later call (made within the 30 s the machine stays warm): wait for the bg stage, return its files.
     waited $2
     ;;
+probe)
+    # The slowest baseline alone for PROBE_S s each, eager and channels-last (steps/s in its log).
+    [ -f $W/nas.db ] || study
+    for variant in "" "retrain.channels_last=true"; do
+        rm -rf $W/.nas_cache/retrain/*efficientformerv2_s0*
+        (cd $W && timeout ${PROBE_S:-45} python -m nas train $D $RECIPE $variant study_name=$S \
+            timm=efficientformerv2_s0 progress=false 2>&1 | grep "steps/s" | tail -2)
+        echo "^ efficientformerv2_s0 ${variant:-eager, contiguous}"
+    done
+    ;;
 smallest15)
     # Issue 15: the H100 run's space (vit_nov23), batch 512 with the member pool.
     timeout 150 python -m benchmarks.supernet_training --config-dir benchmarks/conf +space=vit_nov23 $D \
@@ -141,7 +160,7 @@ smallest15)
         --out $OUT/supernet_gpu_vit_nov23_bs512.json 2>&1 | tail -4
     ;;
 *)
-    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, smallest15" >&2
+    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, probe, smallest15" >&2
     exit 2
     ;;
 esac

@@ -65,6 +65,25 @@ def test_train_a_trial_from_scratch_and_inherited_an_arch_yaml_and_a_timm_model(
     assert code == 0 and "cached" in out, out + err
 
 
+def test_channels_last_trains_a_conv_model_and_keeps_the_recipe_key(study_copy):
+    """retrain.channels_last changes how a training runs, not what it trains: the key, and so the
+    result a user trained without it, stay the same."""
+    from nas.retrain import RetrainRecipe
+
+    # The key of the H200 study's records (benchmarks/results/issue16_h200_study.tgz): fields added
+    # to the recipe since must not change it.
+    assert RetrainRecipe(batch_size=512, lr=0.003).key() == "5a0af21f5d"
+    assert RetrainRecipe(channels_last=True).key() == RetrainRecipe().key()
+    args = ["timm=mobilenetv3_small_050", *QUICK]
+    code, out, err = run_in_process("train", *args, "retrain.channels_last=true", cwd=study_copy)
+    assert code == 0, out + err
+    (baseline,) = _records(study_copy, "baseline:mobilenetv3_small_050:").values()
+    assert baseline["epochs"] == 1 and baseline["recipe"]["channels_last"] is True
+    assert 0 <= baseline["val_top1"] <= 100
+    code, out, err = run_in_process("train", *args, cwd=study_copy)
+    assert code == 0 and "cached" in out, out + err
+
+
 def test_without_progress_bars_a_training_logs_its_pace(study_copy):
     """progress=false (a log file, a service job): plain lines, one per tenth of the training,
     each with its step and pace, so a slow run is visible before it ends."""

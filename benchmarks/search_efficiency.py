@@ -158,6 +158,10 @@ def main() -> None:
         "summary": summary,
         "wall_s": walls,
         "measured_fronts": measured_fronts,
+        "curves": {
+            f"{sampler}-{seed}": {"trials": list(map(int, counts)), "hypervolume": list(map(float, values))}
+            for (sampler, seed), (counts, values) in curves.items()
+        },
     }
     if args.plot:
         import matplotlib
@@ -172,6 +176,11 @@ def main() -> None:
         for (sampler, seed), (counts, values) in curves.items():
             label = sampler if seed == args.seeds[0] else None
             ax.plot(counts, values, c=colours.get(sampler, "k"), lw=1, label=label)
+        # From the 10th trial on: the first few trials' rise would flatten the differences.
+        after = [v for counts, values in curves.values() for c, v in zip(counts, values) if c >= 10]
+        if after:
+            low, high = min(after), max(after)
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
         ax.set_xlabel("completed trials")
         ax.set_ylabel("hypervolume (latency x top-1)")
         ax.set_title(f"{len(args.seeds)} seeds per sampler, {args.trials} trials each")

@@ -3,7 +3,7 @@
 #   pipeline       search, front and baselines retrained (--parallel processes), report -> $OUT/w.tgz
 #   pipeline-tune  the same with the front as Tune trials (needs .devpack from pack.sh)
 #   quality        ranking picks and the baselines in BASELINES_LEFT, nas report, found_vs_baselines
-#   finish         predictor fit + the 5 x 2 efficiency searches (+ TRAIN_LEFT trainings beside the fit)
+#   finish         predictor fit, then the 5 x 2 efficiency searches (+ TRAIN_LEFT trainings beside them)
 #   train-left     TRAIN_LEFT trainings (trial numbers, timm names), then found_vs_baselines
 #   bg STAGE       STAGE detached (it runs on past this call while the machine stays warm), waits
 #                  until DEADLINE (epoch seconds) or the stage's end, returns its files so far
@@ -98,13 +98,15 @@ quality)
     ;;
 finish)
     # The efficiency runs (run it as `bg finish`: ~6-12 min): the predictor fit (270 blocks and 100
-    # samples measured) and 10 predictor-driven searches of 500 trials, all at once on the study's
-    # supernet. Trainings named in TRAIN_LEFT run beside the fit, off its timing cores.
+    # samples measured) on a quiet machine, then 10 predictor-driven searches of 500 trials, all at
+    # once on the study's supernet, with the trainings named in TRAIN_LEFT beside them. (On
+    # 2026-12-02 three trainings ran beside the fit: every measurement saw ~3 busy cores, over its
+    # max_background_load, and was repeated; the fit took 373 s against 28 s on the dev VM.)
     study
-    train ${TRAIN_TIMEOUT:-400} ${TRAIN_LEFT:-}
     (cd $W && timeout ${FIT_TIMEOUT:-400} python -m nas latency fit +space=vit $D n_samples=100 progress=false \
-        profiler.runs=50 profiler.rounds=3 profiler.max_background_load=1.0) 2>&1 | tail -4
+        profiler.runs=50 profiler.rounds=3) 2>&1 | tail -4
     echo "fit done at $SECONDS s"
+    train ${TRAIN_TIMEOUT:-400} ${TRAIN_LEFT:-}
     mkdir -p $E/.nas_cache && cp -r $W/.nas_cache/supernets $W/.nas_cache/predictors $E/.nas_cache/
     timeout ${EFF_TIMEOUT:-900} python -m benchmarks.search_efficiency --dir $E --samplers random tpe \
         --seeds 0 1 2 3 4 --trials 500 --parallel 10 --measure "profiler=onnxruntime" --out $OUT/efficiency.json \

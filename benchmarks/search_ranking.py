@@ -19,6 +19,7 @@ early, so use ``trainer.scheduler=fifo`` with Tune here: every candidate must tr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from benchmarks._harness import argument_parser, finished_trials, run_nas, run_nas_many, write_result
@@ -80,8 +81,6 @@ def main() -> None:
     if args.analyse:
         wall = 0.0
     elif args.parallel > 1:  # one process per architecture, several at once on the one device
-        import time
-
         start = time.perf_counter()
         jobs = {
             f"rank-{t.number}": ["train", f"study_name={name}", f"trial={t.number}", *args.overrides]

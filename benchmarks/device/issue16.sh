@@ -25,11 +25,9 @@ fi
 export NAS_BENCH_COMMIT=${NAS_BENCH_COMMIT:-unknown}
 D="dataset=fashion_mnist dataset.root=$PWD/.devdata device=cuda seed=0"
 RECIPE="retrain.batch_size=512 retrain.lr=0.003 ${RECIPE_EXTRA:-}"   # 30 epochs (the default), 105 steps an epoch
-if [ "${MPS:-0}" = 1 ] && [ ! -d /tmp/mps ]; then  # NVIDIA MPS: kernels of the trainings sharing the GPU overlap
+if [ "${MPS:-0}" = 1 ]; then  # NVIDIA MPS: kernels of the trainings sharing the GPU overlap
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-    mkdir -p /tmp/mps /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"
-elif [ "${MPS:-0}" = 1 ]; then
-    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    [ -d /tmp/mps ] || { mkdir -p /tmp/mps /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"; }
 fi
 BASELINES="mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"
 SEARCH="+space=vit supernet=gpu n_trials=500 executor.n_workers=8"
@@ -38,7 +36,9 @@ W=${WDIR:-/tmp/w} E=/tmp/e L=/tmp/logs S=${STUDY:-vit-fashion_mnist}
 AWAY="taskset -c 0-$(( $(nproc) - 3 ))"
 mkdir -p $L
 
-pipeline() {  # $@: search_pipeline options
+pipeline() {  # $@: search_pipeline options; a fresh folder (a finished study there would just resume)
+    W=${WDIR:-/tmp/wp}
+    if [ -f $W/nas.db ]; then echo "pipeline: $W already holds a study; give another WDIR" >&2; exit 2; fi
     timeout ${PIPE_TIMEOUT:-560} python -m benchmarks.search_pipeline --dir $W --baselines $BASELINES --search "$SEARCH" \
         --out $OUT/pipeline.json "$@" -- $D
     echo "pipeline exit $?"

@@ -12,6 +12,12 @@ member (``nas train trial=N``) and every baseline of the ``baselines`` group (``
 timm=NAME``), ``--parallel`` processes at once on the one device, then ``nas report``. With
 ``--tune`` (and ``--train "trainer=tune trainer.gpus_per_trial=0.1 ..."``) the front trains as
 Tune trials of one ``nas train front=true``, the baselines in processes beside it.
+
+With ``--early-baselines`` the baselines start with the search, as a user would start them: they
+do not depend on it. They train in ``--dir``/baselines-early with no study (latency by FLOPs,
+cheap, so that they keep off the cores ONNX Runtime times on) into the shared cache; once the front
+is retrained, ``nas train timm=NAME study_name=...`` in ``--dir`` finds each training cached,
+measures its latency with the study's profiler on a quiet machine and records it with the study.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ def main() -> None:
     parser.add_argument(
         "--baselines", nargs="*", default=None, help="timm models (default: the baselines group)"
     )
+    parser.add_argument(
+        "--early-baselines", action="store_true", help="train the baselines from the start, beside the search"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -49,6 +58,27 @@ def main() -> None:
     search_args, train_args = shlex.split(args.search), shlex.split(args.train)
     walls: dict[str, float] = {}
     started = time.perf_counter()
+    baselines = args.baselines
+    if baselines is None:
+        baselines = list(compose([*args.overrides, *train_args]).baselines.models)
+    local = [o for o in train_args if not o.lstrip("+~").startswith("trainer")]  # baselines: local trainer
+    early = None
+    if args.early_baselines:
+        from concurrent.futures import ThreadPoolExecutor
+
+        (work / "baselines-early").mkdir(exist_ok=True)
+        first = [
+            *args.overrides,
+            *local,
+            "progress=false",
+            "profiler=flops",
+            f"cache_dir={work / '.nas_cache'}",
+        ]
+        early_jobs = {f"baseline-{b}": ["train", *first, f"timm={b}"] for b in baselines}
+        background = ThreadPoolExecutor(1)
+        early = background.submit(
+            run_nas_many, early_jobs, work / "baselines-early", work / "train-logs", len(early_jobs)
+        )
     walls["search"] = round(run_nas(["search", *args.overrides, *search_args], work, work / "search.log"), 1)
 
     storage = f"sqlite:///{work / 'nas.db'}"
@@ -61,14 +91,13 @@ def main() -> None:
     trials = finished_trials(storage, name)
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
 
-    baselines = args.baselines
-    if baselines is None:
-        baselines = list(compose([*args.overrides, *train_args]).baselines.models)
     common = [*args.overrides, *train_args, f"study_name={name}", "progress=false"]
     # Baselines first: they are the longest trainings (a GPU run left three of five unfinished
     # when they started last), and each measures its latency before it trains.
-    alone = [o for o in common if not o.lstrip("+~").startswith("trainer")]  # baselines: local trainer
+    alone = [*args.overrides, *local, f"study_name={name}", "progress=false"]
     jobs = {f"baseline-{b}": ["train", *alone, f"timm={b}"] for b in baselines}
+    if early is not None:  # they are training already: recorded with the study once they end
+        jobs = {}
     if args.tune:  # the front as Tune trials in one process, each baseline in a process beside it
         jobs = jobs | {"front": ["train", *common, "front=true"]}
     else:
@@ -81,7 +110,17 @@ def main() -> None:
     write_result(args.out, partial | {"unfinished": "retraining"})  # a later phase may not end in time
     t0 = time.perf_counter()
     job_walls = run_nas_many(jobs, work, work / "train-logs", len(jobs) if args.tune else args.parallel)
-    walls["retrain_front_and_baselines"] = round(time.perf_counter() - t0, 1)
+    walls["retrain_front_and_baselines" if early is None else "retrain_front"] = round(
+        time.perf_counter() - t0, 1
+    )
+    if early is not None:
+        early_walls = early.result()  # each from the pipeline's start
+        job_walls |= {f"{k} (from the start)": v for k, v in early_walls.items()}
+        walls["baselines_done_after_start"] = round(time.perf_counter() - started, 1)
+        t1 = time.perf_counter()
+        record = {f"record-{b}": ["train", *alone, f"timm={b}"] for b in baselines}
+        job_walls |= run_nas_many(record, work, work / "train-logs", len(record))
+        walls["record_baselines"] = round(time.perf_counter() - t1, 1)
     walls["report"] = round(
         run_nas(["report", *args.overrides, f"study_name={name}"], work, work / "report.log"), 1
     )
@@ -96,6 +135,7 @@ def main() -> None:
         "search": search_args,
         "train": train_args,
         "parallel": args.parallel,
+        "early_baselines": args.early_baselines,
         "walls_s": walls,
         "search_split_s": {
             "supernet_training": meta.get("train_seconds"),

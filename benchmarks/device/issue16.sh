@@ -9,9 +9,12 @@
 #                  until DEADLINE (epoch seconds) or the stage's end, returns its files so far
 #   collect STAGE  in a later call: waits for that bg stage and returns its files
 #   probe          efficientformerv2_s0 alone, contiguous vs channels-last (steps/s)
+#   speed          benchmarks.baseline_speed: each baseline's step alone (eager, channels-last,
+#                  torch.compile for SPEED_COMPILE models) and its top CUDA kernels
 #   smallest15     issue 15: the vit_nov23 supernet at batch 512 with the member pool
 # Environment: MPS=1 starts NVIDIA MPS first (trainings sharing the GPU then overlap their kernels);
-# RECIPE_EXTRA adds retrain overrides (e.g. retrain.channels_last=true; not part of the result key).
+# RECIPE_EXTRA adds retrain overrides (e.g. retrain.channels_last=true; not part of the result key);
+# EARLY=1: pipeline-tune starts the baselines with the search (search_pipeline --early-baselines).
 # Carry .devpack (bash benchmarks/device/pack.sh here: packages with Ray, data as xz) or the .whl and
 # .devdata of BENCHMARKS.md "How the figures are made" (no Ray: then no Tune). The stages after
 # pipeline start from WARCHIVE, by default the committed benchmarks/results/issue16_h200_study.tgz.
@@ -29,7 +32,7 @@ if [ "${MPS:-0}" = 1 ]; then  # NVIDIA MPS: kernels of the trainings sharing the
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
     [ -d /tmp/mps ] || { mkdir -p /tmp/mps /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"; }
 fi
-BASELINES="mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"
+BASELINES=${BASELINES:-"mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"}
 SEARCH="+space=vit supernet=gpu n_trials=500 executor.n_workers=8"
 W=${WDIR:-/tmp/w} E=/tmp/e L=/tmp/logs S=${STUDY:-vit-fashion_mnist}
 # Trainings keep off the last two cores, where ONNX Runtime times its calls (pin_cpu=auto).
@@ -83,7 +86,7 @@ pipeline)
     pipeline --parallel 10 --train "$RECIPE"
     ;;
 pipeline-tune)
-    pipeline --tune --train "$RECIPE trainer=tune trainer.gpus_per_trial=0.08 trainer.max_concurrent=12 trainer.cpus_per_trial=1 trainer.scheduler=fifo"
+    pipeline ${EARLY:+--early-baselines} --tune --train "$RECIPE trainer=tune trainer.gpus_per_trial=0.08 trainer.max_concurrent=12 trainer.cpus_per_trial=1 trainer.scheduler=fifo"
     ;;
 quality)
     study
@@ -155,6 +158,12 @@ probe)
         echo "^ efficientformerv2_s0 ${variant:-eager, contiguous}"
     done
     ;;
+speed)
+    timeout ${SPEED_TIMEOUT:-200} python -m benchmarks.baseline_speed --models $BASELINES --steps 30 \
+        --out $OUT/baseline_speed_h200.json 2>&1 | grep -v Warning
+    [ -z "${SPEED_COMPILE:-}" ] || timeout 150 python -m benchmarks.baseline_speed --models $SPEED_COMPILE \
+        --steps 30 --compile --out $OUT/baseline_speed_h200_compiled.json 2>&1 | tail -3
+    ;;
 smallest15)
     # Issue 15: the H100 run's space (vit_nov23), batch 512 with the member pool.
     timeout 150 python -m benchmarks.supernet_training --config-dir benchmarks/conf +space=vit_nov23 $D \
@@ -162,7 +171,7 @@ smallest15)
         --out $OUT/supernet_gpu_vit_nov23_bs512.json 2>&1 | tail -4
     ;;
 *)
-    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, probe, smallest15" >&2
+    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, probe, speed, smallest15" >&2
     exit 2
     ;;
 esac

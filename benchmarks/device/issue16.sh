@@ -28,9 +28,14 @@ fi
 export NAS_BENCH_COMMIT=${NAS_BENCH_COMMIT:-unknown}
 D="dataset=fashion_mnist dataset.root=$PWD/.devdata device=cuda seed=0"
 RECIPE="retrain.batch_size=512 retrain.lr=0.003 ${RECIPE_EXTRA:-}"   # 30 epochs (the default), 105 steps an epoch
-if [ "${MPS:-0}" = 1 ]; then  # NVIDIA MPS: kernels of the trainings sharing the GPU overlap
-    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-    [ -d /tmp/mps ] || { mkdir -p /tmp/mps /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"; }
+if [ "${MPS:-0}" = 1 ] && [ ! -f /tmp/mps-on ]; then  # NVIDIA MPS (default pipe folder: every
+    # process, Ray's workers too, finds it): kernels of the trainings sharing the GPU overlap. A
+    # CUDA call checks it; if that fails, MPS is stopped again and the stage runs without it.
+    if nvidia-cuda-mps-control -d && python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+        touch /tmp/mps-on; echo "MPS daemon started"
+    else
+        echo quit | nvidia-cuda-mps-control; echo "MPS did not start; running without it"
+    fi
 fi
 BASELINES=${BASELINES:-"mobilenetv3_small_050 resnet10t deit_tiny_patch16_224 efficientformerv2_s0 mobilevitv2_050"}
 SEARCH="+space=vit supernet=gpu n_trials=500 executor.n_workers=8"

@@ -311,3 +311,29 @@ def test_hypervolume_curve_and_trials_to_reach():
     # covers 15 x 3 = 45 plus the 5 x 1 of (60, 3) beyond it = 50; (40, 4) is on the reference.
     assert values == [20.0, 30.0, 50.0, 50.0]
     assert trials_to_reach(counts, values, 30.0) == 2 and trials_to_reach(counts, values, 1e9) is None
+
+
+def test_timm_baselines_upsample_on_a_channels_last_view_with_the_same_values():
+    """efficientformerv2's bilinear nn.Upsample is swapped for the channels-last one (a CUDA
+    speed fix): the model computes what timm's own does, in torch and through ONNX Runtime."""
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+    import timm
+
+    from latency_models.onnx_io import to_onnx
+    from nas.retrain import ChannelsLastUpsample, timm_model
+
+    data = SimpleNamespace(num_classes=10, in_channels=1, image_size=28)
+    ours = timm_model("efficientformerv2_s0", data).eval()
+    plain = timm.create_model("efficientformerv2_s0", num_classes=10, in_chans=1, img_size=28).eval()
+    plain.load_state_dict(ours.state_dict())
+    swapped = [m for m in ours.modules() if isinstance(m, ChannelsLastUpsample)]
+    assert swapped and not any(type(m) is torch.nn.Upsample for m in ours.modules())
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = plain(x)
+        torch.testing.assert_close(ours(x), expected)
+    session = ort.InferenceSession(to_onnx(ours, (1, 28, 28)), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-3, atol=1e-4)

@@ -115,22 +115,49 @@ class Normalized(nn.Module):
         return self.model((images - self.mean) / self.std)
 
 
-class ChannelsLastUpsample(nn.Upsample):
-    """``nn.Upsample`` computed on a channels-last view: the same values, another CUDA kernel.
-    PyTorch's NCHW bilinear kernel gives each output pixel one thread that loops over batch and
-    channels, so on the tiny maps of 28-32 px inputs it is serial: in efficientformerv2_s0 at
-    28 px, batch 512, it took 54.5 of a training step's 74.7 ms on an H200 (BENCHMARKS.md)."""
+class SeparableUpsample(nn.Upsample):
+    """``nn.Upsample`` (bilinear) on CUDA as two small matrix products, in float32 as autocast
+    runs the original: the same linear map, another kernel. PyTorch's NCHW bilinear kernel gives
+    each output pixel one thread that loops over batch and channels, so on the tiny maps of
+    28-32 px inputs it runs nearly serially: in efficientformerv2_s0 at 28 px (1x1 -> 2x2 maps),
+    batch 512, it took 54.5 of a training step's 74.7 ms on an H200 (BENCHMARKS.md), and the
+    channels-last kernel is not chosen for 1x1 maps. On CPU and in export: the original op."""
+
+    def _weights(self, size: int, out: int | None, scale: float | None, device) -> torch.Tensor:
+        """(out, size): row i holds output i's weights over the input positions."""
+        eye = torch.eye(size, device=device).unsqueeze(0)  # (1, channels=size, length=size)
+        return nn.functional.interpolate(
+            eye,
+            size=out,
+            scale_factor=scale,
+            mode="linear",
+            align_corners=self.align_corners,
+            recompute_scale_factor=self.recompute_scale_factor,
+        )[0].T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.contiguous(memory_format=torch.channels_last))
+        if not x.is_cuda or x.dim() != 4 or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        with torch.autocast("cuda", enabled=False):
+            return self.separable(x.float())
+
+    def separable(self, x: torch.Tensor) -> torch.Tensor:
+        """The matrix form, on any device (the tests compare it with the original op)."""
+        size = self.size if isinstance(self.size, tuple | list) or self.size is None else (self.size,) * 2
+        scale = self.scale_factor
+        scale = scale if isinstance(scale, tuple | list) or scale is None else (scale, scale)
+        h, w = x.shape[-2:]
+        rows = self._weights(h, size and size[0], scale and scale[0], x.device)
+        cols = self._weights(w, size and size[1], scale and scale[1], x.device)
+        return torch.einsum("oh,nchw,pw->ncop", rows, x, cols)
 
 
 def _faster_upsampling(model: nn.Module) -> nn.Module:
-    """Swap the model's interpolating ``nn.Upsample`` modules for ``ChannelsLastUpsample``."""
+    """Swap the model's bilinear ``nn.Upsample`` modules for ``SeparableUpsample``."""
     for parent in model.modules():
         for child_name, child in parent.named_children():
-            if type(child) is nn.Upsample and child.mode in ("bilinear", "bicubic"):
-                faster = ChannelsLastUpsample(
+            if type(child) is nn.Upsample and child.mode == "bilinear":
+                faster = SeparableUpsample(
                     size=child.size,
                     scale_factor=child.scale_factor,
                     mode=child.mode,

@@ -313,22 +313,23 @@ def test_hypervolume_curve_and_trials_to_reach():
     assert trials_to_reach(counts, values, 30.0) == 2 and trials_to_reach(counts, values, 1e9) is None
 
 
-def test_timm_baselines_upsample_on_a_channels_last_view_with_the_same_values():
-    """efficientformerv2's bilinear nn.Upsample is swapped for the channels-last one (a CUDA
-    speed fix): the model computes what timm's own does, in torch and through ONNX Runtime."""
+def test_timm_baselines_upsample_as_matrix_products_with_the_same_values():
+    """efficientformerv2's bilinear nn.Upsample is swapped for the separable one (a CUDA speed
+    fix): the model computes what timm's own does, in torch and through ONNX Runtime, and the
+    matrix form (the CUDA path) gives nn.Upsample's values at the sizes it meets."""
     from types import SimpleNamespace
 
     import onnxruntime as ort
     import timm
 
     from latency_models.onnx_io import to_onnx
-    from nas.retrain import ChannelsLastUpsample, timm_model
+    from nas.retrain import SeparableUpsample, timm_model
 
     data = SimpleNamespace(num_classes=10, in_channels=1, image_size=28)
     ours = timm_model("efficientformerv2_s0", data).eval()
     plain = timm.create_model("efficientformerv2_s0", num_classes=10, in_chans=1, img_size=28).eval()
     plain.load_state_dict(ours.state_dict())
-    swapped = [m for m in ours.modules() if isinstance(m, ChannelsLastUpsample)]
+    swapped = [m for m in ours.modules() if isinstance(m, SeparableUpsample)]
     assert swapped and not any(type(m) is torch.nn.Upsample for m in ours.modules())
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
@@ -337,3 +338,12 @@ def test_timm_baselines_upsample_on_a_channels_last_view_with_the_same_values():
     session = ort.InferenceSession(to_onnx(ours, (1, 28, 28)), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-3, atol=1e-4)
+    for (h, w), settings in [
+        ((1, 1), {"scale_factor": 2}),
+        ((2, 3), {"scale_factor": 2}),
+        ((7, 7), {"size": (14, 14)}),
+        ((4, 5), {"scale_factor": 2, "align_corners": True}),
+    ]:
+        upsample = SeparableUpsample(mode="bilinear", **settings)
+        maps = torch.rand(2, 3, h, w)
+        torch.testing.assert_close(upsample.separable(maps), upsample(maps))

@@ -8,7 +8,6 @@
 #   bg STAGE       STAGE detached (it runs on past this call while the machine stays warm), waits
 #                  until DEADLINE (epoch seconds) or the stage's end, returns its files so far
 #   collect STAGE  in a later call: waits for that bg stage and returns its files
-#   probe          efficientformerv2_s0 alone, contiguous vs channels-last (steps/s)
 #   speed          benchmarks.baseline_speed: each baseline's step alone (eager, channels-last,
 #                  torch.compile for SPEED_COMPILE models) and its top CUDA kernels
 #   smallest15     issue 15: the vit_nov23 supernet at batch 512 with the member pool
@@ -153,16 +152,6 @@ collect)
     # A later call (made within the 30 s the machine stays warm): wait for the bg stage, return its files.
     waited $2
     ;;
-probe)
-    # The slowest baseline alone for PROBE_S s each, eager and channels-last (steps/s in its log).
-    [ -f $W/nas.db ] || study
-    for variant in "" "retrain.channels_last=true"; do
-        rm -rf $W/.nas_cache/retrain/*efficientformerv2_s0*
-        (cd $W && timeout ${PROBE_S:-45} python -m nas train $D $RECIPE $variant study_name=$S \
-            timm=efficientformerv2_s0 progress=false 2>&1 | grep "steps/s" | tail -2)
-        echo "^ efficientformerv2_s0 ${variant:-eager, contiguous}"
-    done
-    ;;
 speed)
     timeout ${SPEED_TIMEOUT:-200} python -m benchmarks.baseline_speed --models $BASELINES --steps 30 \
         --out $OUT/baseline_speed_h200.json 2>&1 | grep -v Warning
@@ -176,7 +165,7 @@ smallest15)
         --out $OUT/supernet_gpu_vit_nov23_bs512.json 2>&1 | tail -4
     ;;
 *)
-    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, probe, speed, smallest15" >&2
+    echo "issue16.sh: stage must be one of pipeline, pipeline-tune, quality, finish, train-left, bg STAGE, collect STAGE, speed, smallest15" >&2
     exit 2
     ;;
 esac

@@ -182,7 +182,7 @@ def plot(result: dict, path: str | Path) -> None:
     ax.set_xlabel(f"latency, batch 1 ({profiler['unit']}; {profiler['name']} {where})")
     ax.set_ylabel("stand-alone test top-1 (%)")
     ax.set_title(f"{result['study']}: found models against timm baselines")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     save_figure(fig, path)

@@ -19,6 +19,13 @@ from typing import Any
 from nas.retrain import Retrained, TrainJobs
 
 
+def mps_running() -> bool:
+    """Whether an NVIDIA MPS control daemon is listening where CUDA clients look for it
+    (``CUDA_MPS_PIPE_DIRECTORY``, default /tmp/nvidia-mps)."""
+    folder = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps"
+    return os.path.exists(os.path.join(folder, "control"))
+
+
 def _train_one(config: dict[str, Any], jobs: TrainJobs, gpus: float, cpus: float) -> None:
     """One Tune trial: trains ``jobs.candidates[config["index"]]``, reporting every epoch."""
     import torch
@@ -89,6 +96,17 @@ class TuneTrainer:
         experiment = f"train-{key}"
         storage = (jobs.cache_dir / "tune").resolve()
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no per-result tables
+        if (
+            0 < self.gpus_per_trial < 1
+            and self.max_concurrent > 1
+            and self.address is None
+            and not mps_running()
+        ):
+            console.print(
+                "[yellow]trainer.gpus_per_trial < 1 without NVIDIA MPS: the trials sharing a GPU "
+                "time-slice it; `nvidia-cuda-mps-control -d` first lets their kernels overlap "
+                "(1.6x faster on an H200, README)[/]"
+            )
         ray_init(
             self.address,
             self.max_concurrent * self.cpus_per_trial,

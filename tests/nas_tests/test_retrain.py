@@ -4,6 +4,7 @@ killed run resumes and ends where an uninterrupted one ends; found models throug
 timm.create_model match their exported ONNX."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -347,3 +348,14 @@ def test_timm_baselines_upsample_as_matrix_products_with_the_same_values():
         upsample = SeparableUpsample(mode="bilinear", **settings)
         maps = torch.rand(2, 3, h, w)
         torch.testing.assert_close(upsample.separable(maps), upsample(maps))
+
+
+def test_mps_is_seen_where_cuda_clients_look_for_its_control_pipe(tmp_path, monkeypatch):
+    """``nas train trainer=tune`` hints at MPS when fractional GPUs would time-slice: the check
+    follows CUDA_MPS_PIPE_DIRECTORY as CUDA's clients do."""
+    from nas.tune_train import mps_running
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert not mps_running()
+    os.mkfifo(tmp_path / "control")
+    assert mps_running()

@@ -76,24 +76,20 @@ def main() -> None:
     torch.backends.cudnn.benchmark = device == "cuda"
     data = SimpleNamespace(num_classes=args.classes, in_channels=args.channels, image_size=args.image_size)
     rows = {}
+
+    def step_of(model):
+        return _step_fn(model, args.batch, args.channels, args.image_size, args.classes, device)
+
     for name in args.models:
         row: dict = {}
         for variant, memory in (("eager", torch.contiguous_format), ("channels_last", torch.channels_last)):
             model = timm_model(name, data).to(device, memory_format=memory)
-            row[variant] = round(
-                _timed(
-                    _step_fn(model, args.batch, args.channels, args.image_size, args.classes, device),
-                    memory,
-                    args.steps,
-                    device,
-                ),
-                2,
-            )
+            row[variant] = round(_timed(step_of(model), memory, args.steps, device), 2)
         if device == "cuda":  # where the eager step's GPU time goes
             from torch.profiler import ProfilerActivity, profile
 
             model = timm_model(name, data).to(device)
-            step = _step_fn(model, args.batch, args.channels, args.image_size, args.classes, device)
+            step = step_of(model)
             _timed(step, torch.contiguous_format, 3, device)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for _ in range(5):
@@ -111,13 +107,7 @@ def main() -> None:
             t0 = time.perf_counter()
             try:
                 row["compiled"] = round(
-                    _timed(
-                        _step_fn(model, args.batch, args.channels, args.image_size, args.classes, device),
-                        torch.contiguous_format,
-                        args.steps,
-                        device,
-                    ),
-                    2,
+                    _timed(step_of(model), torch.contiguous_format, args.steps, device), 2
                 )
                 row["compile_s"] = round(time.perf_counter() - t0, 1)
             except Exception as e:  # a model torch.compile cannot take: say so, keep the rest

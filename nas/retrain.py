@@ -123,8 +123,19 @@ class SeparableUpsample(nn.Upsample):
     batch 512, it took 54.5 of a training step's 74.7 ms on an H200 (BENCHMARKS.md), and the
     channels-last kernel is not chosen for 1x1 maps. On CPU and in export: the original op."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cache: dict[tuple, torch.Tensor] = {}
+
     def _weights(self, size: int, out: int | None, scale: float | None, device) -> torch.Tensor:
-        """(out, size): row i holds output i's weights over the input positions."""
+        """(out, size): row i holds output i's weights over the input positions; made once per
+        shape and device (a training step meets the same few)."""
+        key = (size, out, scale, str(device))
+        if key not in self._cache:
+            self._cache[key] = self._interpolated_eye(size, out, scale, device)
+        return self._cache[key]
+
+    def _interpolated_eye(self, size: int, out: int | None, scale: float | None, device) -> torch.Tensor:
         eye = torch.eye(size, device=device).unsqueeze(0)  # (1, channels=size, length=size)
         return nn.functional.interpolate(
             eye,

@@ -59,8 +59,11 @@ class TuneTrainer:
         if isinstance(self.max_concurrent, bool) or self.max_concurrent < 1:
             raise ValueError(f"trainer.max_concurrent: expected an integer >= 1, got {self.max_concurrent!r}")
         for key in ("cpus_per_trial", "gpus_per_trial"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"trainer.{key}: expected a number >= 0, got {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if value < 0 or (value > 1 and value != int(value)):  # Ray's rule for resource amounts
+                raise ValueError(
+                    f"trainer.{key}: expected a fraction of 1 or a whole number >= 0, got {value!r}"
+                )
         if self.scheduler not in ("asha", "fifo"):
             raise ValueError(f"trainer.scheduler: expected asha or fifo, got {self.scheduler!r}")
         if self.grace_period < 1:

@@ -198,6 +198,7 @@ CASES = [
     (["search", "+space=tiny", "supernet.devices=2", "device=cuda"], ["device"]),
     (["train", "trial=0", "trainer=tune", "trainer.max_concurrent=0"], ["trainer.max_concurrent"]),
     (["train", "trial=0", "trainer=tune", "trainer.scheduler=hyperband"], ["trainer.scheduler", "asha"]),
+    (["train", "trial=0", "trainer=tune", "trainer.gpus_per_trial=1.5"], ["trainer.gpus_per_trial", "whole"]),
     (["train", "trial=0", "trainer=nope"], ["trainer", "local", "tune"]),
     (
         ["train", "trial=0", "+baselines.models.not_a_timm_model={{}}"],

@@ -25,18 +25,16 @@ from benchmarks._scale_out import Background, add_common_arguments, complete_tri
 
 
 def study_supernet(study, arch):
-    """The study's trained supernet, rebuilt as nas export rebuilds it."""
-    import torch
-
-    from nas.config import instantiate
+    """The study's trained supernet, rebuilt as nas export rebuilds it (its stored space checked,
+    its checkpoint read as data only)."""
+    from nas.checkpoint import load_checkpoint
+    from nas.export import stored_space
     from nas.study import STUDY_ATTR
 
     info = study.user_attrs[STUDY_ATTR]
     sizes = {k: getattr(arch, k) for k in ("image_size", "in_channels", "num_classes")}
-    supernet = instantiate("space", info["space"], **sizes).make_supernet()
-    supernet.load_state_dict(
-        torch.load(info["supernet_path"], map_location="cpu", weights_only=False)["model"]
-    )
+    supernet = stored_space(info, study.study_name, **sizes).make_supernet()
+    supernet.load_state_dict(load_checkpoint(info["supernet_path"], "cpu", keys=("model",))["model"])
     return supernet
 
 

@@ -4,19 +4,27 @@ Why torchrun and torch.distributed rather than Ray Train: supernet training is o
 identical processes on one machine that must start together and stop together, which is what
 torchrun (torch.distributed.run, torch's own elastic launcher) does with no cluster to set up;
 Ray stays for what it is best at here, many independent trials (search workers, Tune). ``launch``
-runs ``python -m torch.distributed.run --standalone --nproc-per-node=N -m nas.distributed SPEC``;
-each process joins the group, takes GPU ``LOCAL_RANK`` and calls the function the spec names
-with its ``Rank``. A process that dies takes the others with it (torchrun stops the group, and
-every process dies with its parent), so a rerun resumes from the last checkpoint.
+runs ``python -m torch.distributed.run --standalone --nproc-per-node=N -m nas.distributed SPEC``
+(SPEC: the function and its arguments, in a private temporary folder, authenticated with an
+HMAC under a key only the processes get); each process joins the group, takes GPU
+``LOCAL_RANK`` and calls the function the spec names with its ``Rank``. A process that dies
+takes the others with it (torchrun stops the group, and every process dies with its parent), so
+a rerun resumes from the last checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib
+import io
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,9 @@ import torch
 
 from nas.errors import UserError
 from nas.processes import die_with_parent
+
+KEY_ENV = "NAS_DISTRIBUTED_KEY"  # the spec's HMAC key (hex), from the launcher to its children
+DIGEST_SIZE = hashlib.sha256().digest_size
 
 
 @dataclass(frozen=True)
@@ -55,19 +66,59 @@ def average_gradients(module: torch.nn.Module) -> None:
         grad.copy_(averaged)
 
 
-def launch(
-    target: str, args: tuple, kwargs: dict[str, Any], processes: int, device: torch.device, spec: Path
-) -> None:
+def write_spec(spec: dict[str, Any], path: Path, key: bytes) -> None:
+    """``spec`` pickled into ``path`` (a new file, owner-only), after its HMAC-SHA256 under ``key``."""
+    buffer = io.BytesIO()
+    torch.save(spec, buffer)
+    payload = buffer.getvalue()
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(hmac.new(key, payload, hashlib.sha256).digest() + payload)
+
+
+def read_spec(path: str | Path, key: bytes) -> dict[str, Any]:
+    """The spec ``write_spec`` wrote into ``path`` under ``key``. It holds arbitrary objects, so
+    it is unpickled only once its HMAC proves that the launcher wrote it: anything else (no key,
+    a missing or wrong HMAC, a changed byte) is a one-line UserError naming the file."""
+    refused = f"distributed run spec {str(path)!r} was not written by this run's launcher"
+    if not key:
+        raise UserError(f"{refused}: no {KEY_ENV} in the environment (nas.distributed is started by launch)")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read distributed run spec {str(path)!r}: {e.strerror or e}") from None
+    digest, payload = data[:DIGEST_SIZE], data[DIGEST_SIZE:]
+    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    if len(data) <= DIGEST_SIZE or not hmac.compare_digest(digest, expected):
+        raise UserError(f"{refused} (its HMAC does not match); refusing to unpickle it")
+    return torch.load(io.BytesIO(payload), weights_only=False)  # authenticated: the launcher's own objects
+
+
+def launch(target: str, args: tuple, kwargs: dict[str, Any], processes: int, device: torch.device) -> None:
     """Run ``target(*args, **kwargs, rank=Rank)`` (``"module:function"``) in ``processes``
-    processes started by torchrun and wait for them. ``spec`` is where the arguments are handed
-    over (written, then removed). SIGTERM / Ctrl-C stop the processes as they stop one process
+    processes started by torchrun and wait for them. The arguments are handed over in a spec
+    file in a private temporary folder (owner-only, removed afterwards), authenticated with an
+    HMAC under a random key that only the children get (in their environment), so no other
+    process can substitute it. SIGTERM / Ctrl-C stop the processes as they stop one process
     (they checkpoint); a failed process raises DistributedRunFailed."""
     if device.type == "cuda" and torch.cuda.device_count() < processes:
         raise UserError(
             f"supernet.devices: {processes} processes, one per GPU, but {torch.cuda.device_count()} "
             "GPU(s) are visible"
         )
-    torch.save({"target": target, "args": args, "kwargs": kwargs, "device": str(device)}, spec)
+    folder = Path(tempfile.mkdtemp(prefix="nas-distributed-"))  # mode 0700
+    try:
+        _run(folder, target, args, kwargs, processes, device)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(
+    folder: Path, target: str, args: tuple, kwargs: dict[str, Any], processes: int, device: torch.device
+) -> None:
+    """``launch`` with the spec in ``folder``."""
+    key = secrets.token_bytes(32)
+    spec = folder / "spec.pt"
+    write_spec({"target": target, "args": args, "kwargs": kwargs, "device": str(device)}, spec, key)
     command = [
         sys.executable,
         "-m",
@@ -83,6 +134,7 @@ def launch(
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     threads = max(1, (os.cpu_count() or 1) // processes)
     env = os.environ | {"PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env[KEY_ENV] = key.hex()
     parent = os.getpid()
     agent = subprocess.Popen(command, env=env, preexec_fn=lambda: die_with_parent(parent))
     try:
@@ -91,8 +143,6 @@ def launch(
         agent.send_signal(signal.SIGTERM)
         agent.wait()
         raise
-    finally:
-        spec.unlink(missing_ok=True)
     if code != 0:
         raise DistributedRunFailed(
             f"distributed training in {processes} processes failed (exit {code}); rerun the same "
@@ -125,7 +175,11 @@ def main(spec_path: str) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    spec = torch.load(spec_path, weights_only=False)
+    try:
+        key = bytes.fromhex(os.environ.pop(KEY_ENV, ""))  # not handed on to this process's children
+    except ValueError:  # not hex: no key
+        key = b""
+    spec = read_spec(spec_path, key)
     module, _, name = spec["target"].partition(":")
     function = getattr(importlib.import_module(module), name)
     rank = _rank(spec["device"])
@@ -139,4 +193,8 @@ def main(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    try:
+        sys.exit(main(sys.argv[1]))
+    except UserError as e:  # as the nas command: one line, exit code 2
+        print(f"nas.distributed: error: {e}", file=sys.stderr)
+        sys.exit(2)

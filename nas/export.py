@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
 from latency_models.sql import sqlite_path
+from nas.checkpoint import load_checkpoint
 from nas.config import check_writable
 from nas.errors import UserError
 from nas.study import (
@@ -28,6 +29,7 @@ from nas.study import (
     top1,
     trial_arch,
 )
+from search_spaces.base import SearchSpace
 
 TOLERANCE = 1e-4
 
@@ -42,16 +44,69 @@ def inherited_model(info: dict[str, Any], study_name: str, chosen: FrozenTrial) 
             "rerun the study's nas search command to rebuild it"
         )
     # The stored params must rebuild the stored architecture: guards against a changed space.
-    from hydra.utils import instantiate
-
-    space = instantiate(
-        info["space"], image_size=arch.image_size, in_channels=arch.in_channels, num_classes=arch.num_classes
-    )
+    sizes = {k: getattr(arch, k) for k in ("image_size", "in_channels", "num_classes")}
+    space = stored_space(info, study_name, **sizes)
     if space.from_params(chosen.params) != arch:
         raise UserError(f"trial {chosen.number}: its params no longer rebuild its architecture")
     supernet = space.make_supernet()
-    supernet.load_state_dict(torch.load(supernet_path, map_location="cpu", weights_only=False)["model"])
+    rebuild = "delete it and rerun the study's nas search command to rebuild it"
+    supernet.load_state_dict(load_checkpoint(supernet_path, "cpu", keys=("model",), rebuild=rebuild)["model"])
     return supernet.extract(arch)
+
+
+def stored_space(info: dict[str, Any], study_name: str, **sizes: int) -> SearchSpace:
+    """The study's search space, built from the config node stored with it (``info["space"]``)
+    and ``sizes`` (image_size, in_channels, num_classes). The study database may be shared, so
+    the node is checked first (check_stored_space): building it runs no code but a space's."""
+    from hydra.utils import instantiate
+
+    node = info.get("space")
+    check_stored_space(node, study_name)
+    return instantiate(node, **sizes)
+
+
+def check_stored_space(node: Any, study_name: str) -> None:
+    """A UserError naming the study and the key unless ``node`` builds a SearchSpace subclass
+    (its ``_target_``, resolved without calling anything) from plain values: no value anywhere
+    inside it names another object to build (a nested ``_target_``)."""
+    from hydra.utils import get_object
+
+    refused = "refusing to build it (was the study database changed?); rerun nas search in a new study"
+    if not isinstance(node, dict):
+        raise UserError(f"study {study_name!r}: its stored space is not a config node; {refused}")
+    path = node.get("_target_")
+    try:
+        target = get_object(path) if isinstance(path, str) else None
+    except Exception:  # noqa: BLE001 - any import failure of a stored name
+        target = None
+    if not (isinstance(target, type) and issubclass(target, SearchSpace)):
+        raise UserError(
+            f"study {study_name!r}: its stored space._target_ {path!r} is not a search space class "
+            f"(a subclass of search_spaces.base.SearchSpace); {refused}"
+        )
+    nested = _nested_target(node, "space")
+    if nested is not None:
+        raise UserError(
+            f"study {study_name!r}: its stored {nested} names an object to build, where a space "
+            f"holds plain values only; {refused}"
+        )
+
+
+def _nested_target(value: Any, key: str, top: bool = True) -> str | None:
+    """The dotted key of the first ``_target_`` inside ``value`` (below its top level), or None."""
+    if isinstance(value, dict):
+        if not top and "_target_" in value:
+            return f"{key}._target_"
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _nested_target(v, f"{key}.{k}", top=False)
+        if found is not None:
+            return found
+    return None
 
 
 def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> FrozenTrial:

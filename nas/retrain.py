@@ -27,10 +27,12 @@ from torch import nn
 
 from latency_models.files import atomic_path
 from latency_models.flops import count_params
+from nas import status
 from nas.augment import random_flip, random_translate
+from nas.checkpoint import load_checkpoint, save_atomic
 from nas.data import ImageData, safe_name
 from nas.errors import UserError
-from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, check_ranges, evaluate, resolve_device, save_atomic
+from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, check_ranges, evaluate, resolve_device
 
 PROGRESS_EVERY = 50  # steps between progress updates
 
@@ -291,7 +293,8 @@ def retrain(
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay > 0 else None
     step, elapsed, resumed = 0, 0.0, False
     if partial.exists():
-        saved = torch.load(partial, map_location=dev, weights_only=False)
+        needed = ("model", "optimizer", "step", "elapsed_s") + (("ema",) if ema is not None else ())
+        saved = load_checkpoint(partial, dev, keys=needed)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if ema is not None:
@@ -484,7 +487,8 @@ class LocalTrainer:
             TimeElapsedColumn(),
         ]
         results = {}
-        for candidate in jobs.candidates:
+        for done, candidate in enumerate(jobs.candidates):
+            status.report("training", done, len(jobs.candidates))
             with Progress(*columns, console=console, disable=not jobs.progress) as bar:
                 task = bar.add_task(f"train {candidate.name}", total=None, loss=float("nan"))
                 plain = _PlainProgress(candidate.name, console) if not jobs.progress else None
@@ -670,7 +674,9 @@ def run_train(cfg, config_dirs, console) -> int:
         Path(cfg.cache_dir).resolve(),  # absolute: Tune trials run in folders of their own
         bool(cfg.progress),
     )
+    status.report("training", 0, len(jobs.candidates))
     results = trainer.run(jobs, console)
+    status.report("training", len(jobs.candidates), len(jobs.candidates))
     if study_name is not None:  # one writer: the figures land with the study
         storage = open_storage(cfg.storage, cfg.heartbeat_s)
         try:

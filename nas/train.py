@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from latency_models.files import atomic_path
+from nas import status
 from nas.augment import random_flip, random_translate
+from nas.checkpoint import load_checkpoint, save_atomic
 from nas.data import ImageData, safe_name
 from nas.distributed import Rank, average_gradients, launch
 from nas.errors import UserError
@@ -137,12 +138,6 @@ def supernet_key(space_config: dict[str, Any], data: ImageData, split: dict, rec
         sort_keys=True,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file: a reader never sees half a file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 @dataclass
@@ -316,7 +311,7 @@ def train_supernet(
     if launched:
         args = (space, space_config, data, train_idx, val_idx, split, recipe, cache_dir)
         kwargs = {"device": str(dev), "checkpoint_every_s": checkpoint_every_s, "progress": progress}
-        launch("nas.train:train_supernet", args, kwargs, recipe.devices, dev, run_dir / "distributed.pt")
+        launch("nas.train:train_supernet", args, kwargs, recipe.devices, dev)
         if not final.exists():
             raise RuntimeError(f"distributed supernet training ended without writing {final}")
     if rank is not None:
@@ -325,7 +320,7 @@ def train_supernet(
     torch.manual_seed(recipe.seed)  # initial weights only; sampling uses per-step RNGs
     net = space.make_supernet()
     if final.exists():
-        saved = torch.load(final, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(final, "cpu", keys=("model", "meta"))
         net.load_state_dict(saved["model"])
         return TrainedSupernet(net.to(dev), final, saved["meta"], reused=not launched)
 
@@ -350,7 +345,7 @@ def train_supernet(
     total = steps_per_epoch * recipe.epochs
     step, elapsed = 0, 0.0
     if partial.exists():
-        saved = torch.load(partial, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(partial, "cpu", keys=("model", "optimizer", "step", "elapsed_s"))
         net.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         step, elapsed = saved["step"], saved["elapsed_s"]
@@ -465,6 +460,8 @@ def train_supernet(
                             )
                         rate = (step - first_step) * batch_size / (time.perf_counter() - started)
                         bar.update(task, completed=step, loss=loss_value, rate=rate)
+                        if me == 0:
+                            status.report("supernet", step, total)
                     now = time.perf_counter()
                     if now - last_save > checkpoint_every_s and step < total:
                         save_partial()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.checkpoint import load_checkpoint
 from nas.config import compose
 from nas.errors import UserError
 from nas.search.setup import prepare
@@ -114,7 +115,7 @@ def test_a_killed_rank_fails_the_run_in_one_line_and_the_rerun_resumes(tmp_path)
     assert run.returncode == 1, err
     assert err.strip().splitlines()[-1].startswith("nas search: distributed training in 2 processes failed")
     partial = next(supernets.glob("*/checkpoint.pt"))
-    step = torch.load(partial, weights_only=False)["step"]
+    step = load_checkpoint(partial)["step"]
     assert 0 < step < 8  # stopped in the middle (2 epochs of 4 steps)
     assert not list(supernets.glob("*/supernet.pt"))
     assert not [p for p in processes if _cmdline(p)], "a process of the failed run outlived it"
@@ -122,7 +123,7 @@ def test_a_killed_rank_fails_the_run_in_one_line_and_the_rerun_resumes(tmp_path)
     rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert not partial.exists()
-    final = torch.load(next(supernets.glob("*/supernet.pt")), weights_only=False)
+    final = load_checkpoint(next(supernets.glob("*/supernet.pt")))
     assert final["meta"]["devices"] == 2 and final["meta"]["steps"] == 8
     assert final["meta"]["resumed_at_step"] == step  # went on from the checkpoint
     # One process, never interrupted: over 8 steps the summation-order drift of two processes

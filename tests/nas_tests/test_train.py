@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from nas.checkpoint import load_checkpoint
 from tests.conftest import REPO
 
 ARGS = [
@@ -49,17 +50,15 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = next(checkpoints.glob("*/checkpoint.pt"))
-    step = torch.load(partial, weights_only=False)["step"]
+    step = load_checkpoint(partial)["step"]
     assert 0 < step < 2 * 37  # really stopped in the middle
     assert not list(checkpoints.glob("*/supernet.pt"))
 
     resumed = start(killed)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    final = torch.load(next(checkpoints.glob("*/supernet.pt")), weights_only=False)
-    expected = torch.load(
-        next((reference / ".nas_cache" / "supernets").glob("*/supernet.pt")), weights_only=False
-    )
+    final = load_checkpoint(next(checkpoints.glob("*/supernet.pt")))
+    expected = load_checkpoint(next((reference / ".nas_cache" / "supernets").glob("*/supernet.pt")))
     assert final["meta"]["key"] == expected["meta"]["key"]
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(final["model"][name], tensor, rtol=1e-4, atol=1e-5)

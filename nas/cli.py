@@ -27,8 +27,9 @@ commands:
                [retrain.epochs=30] [trainer=tune trainer.gpus_per_trial=0.25]
   report     one HTML page + PNG per study: front, retrained front, timm baselines, hypervolume
                nas report [study_name=...] [out_dir=report]
-  serve      the service: REST API (+ OpenAPI docs at /docs) over the study storage
+  serve      the service: REST API (+ OpenAPI docs at /docs) and page over the study storage
                nas serve [host=127.0.0.1] [port=8080] [public_reads=false] [export_dir=export]
+               [data_dirs=[/data]] [clusters=[head:6379]] [dashboard_url=http://host:8081/]
   token      bearer tokens of the service, stored hashed in the storage
                nas token create token_name=alice [scope=read|write];  nas token revoke token_name=alice;
                nas token list
@@ -50,7 +51,7 @@ keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, sample
   profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet=default|gpu, executor=local|ray,
   trial, latency_budget_ms, out_dir, overwrite, arch, trials, front, timm, timm_kwargs,
   timm_baselines, init, retrain.<recipe key>, trainer=local|tune, baselines, n_samples, predictor,
-  host, port, public_reads, export_dir, token_name, scope
+  host, port, public_reads, export_dir, data_dirs, clusters, dashboard_url, token_name, scope
 """
 
 
@@ -161,7 +162,18 @@ def _serve(cfg, config_dirs, console) -> int:
 
     from web.app import create_app
 
-    app = create_app(url, public_reads=cfg.public_reads, export_dir=cfg.export_dir)
+    for folder in cfg.data_dirs:
+        if not Path(folder).is_dir():
+            raise UserError(f"data_dirs: {folder!r} is not a folder")
+    app = create_app(
+        url,
+        public_reads=cfg.public_reads,
+        export_dir=cfg.export_dir,
+        data_dirs=list(cfg.data_dirs),
+        clusters=list(cfg.clusters),
+        config_dirs=config_dirs,
+        dashboard_url=cfg.dashboard_url,
+    )
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server keeps no state: kill ends it
     reads = "public" if cfg.public_reads else "with a read token"
     console.print(

@@ -67,6 +67,9 @@ class NasConfig(BaseModel):
     # nas serve / nas token
     public_reads: bool = False
     export_dir: str = Field(default="export", min_length=1)
+    data_dirs: list[str] = Field(default_factory=list)
+    clusters: list[str] = Field(default_factory=list)
+    dashboard_url: str | None = Field(default=None, min_length=1)
     token_name: str | None = Field(default=None, min_length=1, max_length=200)
     scope: Literal["read", "write"] = "read"
     # nas dashboard

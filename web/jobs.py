@@ -31,6 +31,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from nas.status import ENV as STATUS_ENV
+from web.storage import engine_kwargs
+
 KINDS = ("search", "export", "train")
 metadata = sa.MetaData()
 jobs = sa.Table(
@@ -67,6 +70,13 @@ def ray_address_of(args: list[str]) -> str | None:
         if key.lstrip("+~") == "executor.address":
             found = None if key.startswith("~") or value.strip() in ("", "null", "None") else value.strip()
     return found
+
+
+CHECK_TIMEOUT_S = 120  # the CLI's check of a job's arguments (a loaded machine)
+
+
+class CheckTimeout(Exception):
+    """The CLI's check of a job's arguments did not end in time."""
 
 
 SUBMIT_RETRY_S = 60  # how long a submission waits for a new head's job agent
@@ -128,11 +138,13 @@ def _alive(pid: int | None) -> bool:
 
 
 class JobStore:
-    """Jobs in the storage at ``url``; logs under ``log_dir``; commands run in ``workdir``."""
+    """Jobs in the storage at ``url``; logs under ``log_dir``; commands run in ``workdir`` with
+    the server's ``config_dirs``."""
 
-    def __init__(self, url: str, log_dir: Path, workdir: Path) -> None:
+    def __init__(self, url: str, log_dir: Path, workdir: Path, config_dirs: tuple[str, ...] = ()) -> None:
         self.url, self.log_dir, self.workdir = url, log_dir, workdir
-        self.engine = sa.create_engine(url)
+        self.config_dirs = tuple(str(Path(d).resolve()) for d in config_dirs)
+        self.engine = sa.create_engine(url, **engine_kwargs(url))
         metadata.create_all(self.engine, tables=[jobs])
         self._add_missing_columns()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -159,20 +171,28 @@ class JobStore:
     def check(self, kind: str, args: list[str]) -> str | None:
         """The CLI's one-line error for ``nas <kind> <args>``, or None: the same schema checks
         (types, ranges, unknown keys, groups) run in a subprocess before anything starts."""
-        done = subprocess.run(
-            [sys.executable, "-m", "nas", kind, *self._args(kind, args), "--cfg"],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "nas", kind, *self.command_args(args), "--cfg"],
+                cwd=self.workdir,
+                capture_output=True,
+                text=True,
+                timeout=CHECK_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise CheckTimeout(f"checking the arguments took over {CHECK_TIMEOUT_S} s; try again") from None
         if done.returncode == 0:
             return None
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         return lines[-1].removeprefix(f"nas {kind}: error: ") if lines else f"exit {done.returncode}"
 
-    def _args(self, kind: str, args: list[str]) -> list[str]:
-        return [f"storage={self.url}", *args, "progress=false"]
+    def command_args(self, args: list[str]) -> list[str]:
+        """The arguments ``nas`` gets for a job's own ``args``."""
+        return _command_args(self.url, args, self.config_dirs)
+
+    def status_path(self, job_id: int) -> Path:
+        """Where a local job's command reports its progress (nas.status)."""
+        return self.log_dir / f"job-{job_id}.status.json"
 
     def start(self, kind: str, args: list[str], owner: str) -> int:
         address = ray_address_of(args)
@@ -193,8 +213,9 @@ class JobStore:
         if address is not None:
             return self._submit(job_id, kind, args, address)
         runner = subprocess.Popen(
-            [sys.executable, "-m", "web.jobs", "RUN", self.url, str(job_id)],
+            [sys.executable, "-m", "web.jobs", "RUN", self.url, str(job_id), *self.config_dirs],
             cwd=self.workdir,
+            env=os.environ | {STATUS_ENV: str(self.status_path(job_id))},
             start_new_session=True,  # outlives the server; cancel signals the whole group
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -208,7 +229,7 @@ class JobStore:
         """``nas <kind> <args>`` as a Ray job on the cluster at ``address``; a cluster that cannot
         be reached fails the job at once, with the reason in its log."""
         submission = self.submission_id(job_id)
-        entrypoint = shlex.join(["python", "-m", "nas", kind, *self._args(kind, args)])
+        entrypoint = shlex.join(["python", "-m", "nas", kind, *self.command_args(args)])
         try:
             _check_reachable(address)
             deadline = time.monotonic() + SUBMIT_RETRY_S
@@ -315,12 +336,19 @@ class JobStore:
         self.engine.dispose()
 
 
-def _run(url: str, job_id: int) -> int:
+def _command_args(url: str, args: list[str], config_dirs: tuple[str, ...]) -> list[str]:
+    """The arguments of a job's ``nas`` command: the server's storage and config folders around
+    the job's own (checked by web.policy) overrides."""
+    dirs = [part for d in config_dirs for part in ("--config-dir", d)]
+    return [f"storage={url}", *args, "progress=false", *dirs]
+
+
+def _run(url: str, job_id: int, config_dirs: tuple[str, ...]) -> int:
     """The runner: the job's ``nas`` command, its log, its end recorded in SQL."""
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(url, **engine_kwargs(url))
     with engine.connect() as connection:
         job = connection.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
-    args = [f"storage={url}", *json.loads(job.args), "progress=false"]
+    args = _command_args(url, json.loads(job.args), config_dirs)
     with open(job.log, "ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "nas", job.kind, *args], stdout=log, stderr=log)
 
@@ -341,5 +369,5 @@ def _run(url: str, job_id: int) -> int:
     return code
 
 
-if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "RUN":
-    sys.exit(_run(sys.argv[2], int(sys.argv[3])))
+if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "RUN":
+    sys.exit(_run(sys.argv[2], int(sys.argv[3]), tuple(sys.argv[4:])))

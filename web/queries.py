@@ -6,6 +6,7 @@ every attribute of every trial (seconds at that size).
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,22 @@ T, V, A = (
     models.TrialValueModel.__table__,
     models.TrialUserAttributeModel.__table__,
 )
+
+
+@dataclass(frozen=True)
+class Row:
+    """A trial as a page lists it (its figures are read from its attributes)."""
+
+    trial_id: int
+    number: int
+    state: str
+    started: datetime.datetime | None
+    completed: datetime.datetime | None
+
+    def duration_s(self) -> float | None:
+        if self.started is None or self.completed is None:
+            return None
+        return round((self.completed - self.started).total_seconds(), 3)
 
 
 @dataclass(frozen=True)
@@ -76,10 +93,17 @@ class StudyQueries:
         descending: bool,
         offset: int,
         limit: int,
-    ) -> tuple[int, list[tuple[int, int, str]]]:
-        """(total, [(trial_id, number, state)]) of one page, filtered and sorted in SQL."""
+        min_top1: float | None = None,
+    ) -> tuple[int, list[Row]]:
+        """(total, rows) of one page, filtered and sorted in SQL."""
         vl, va = V.alias("vl"), V.alias("va")
-        query = sa.select(T.c.trial_id, T.c.number, T.c.state).where(T.c.study_id == self.study_id)
+        duration = {  # (only the order matters)
+            "sqlite": sa.func.julianday(T.c.datetime_complete) - sa.func.julianday(T.c.datetime_start),
+            "postgresql": sa.extract("epoch", T.c.datetime_complete - T.c.datetime_start),
+        }.get(self.engine.dialect.name, T.c.datetime_complete)
+        query = sa.select(
+            T.c.trial_id, T.c.number, T.c.state, T.c.datetime_start, T.c.datetime_complete
+        ).where(T.c.study_id == self.study_id)
         if state is not None:
             query = query.where(T.c.state == TrialState[state])
         needs_latency = min_latency is not None or max_latency is not None or sort == "latency"
@@ -89,16 +113,33 @@ class StudyQueries:
                 query = query.where(vl.c.value >= min_latency)
             if max_latency is not None:
                 query = query.where(vl.c.value <= max_latency)
-        if sort == "top1" and self.acc is not None:
+        if (sort == "top1" or min_top1 is not None) and self.acc is not None:
             query = query.outerjoin(va, sa.and_(va.c.trial_id == T.c.trial_id, va.c.objective == self.acc))
-        key = {"number": T.c.number, "latency": vl.c.value, "top1": va.c.value}[sort]
-        if sort != "number" and (self.acc if sort == "top1" else self.lat) is None:
+            if min_top1 is not None:
+                query = query.where(va.c.value >= min_top1)
+        key = {
+            "number": T.c.number,
+            "latency": vl.c.value,
+            "top1": va.c.value,
+            "state": T.c.state,
+            "duration": duration,
+        }[sort]
+        if sort in ("top1", "latency") and (self.acc if sort == "top1" else self.lat) is None:
             key = T.c.number
         ordered = [key.desc().nulls_last() if descending else key.asc().nulls_last(), T.c.number]
         with self.engine.connect() as connection:
             total = connection.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
             rows = connection.execute(query.order_by(*ordered).offset(offset).limit(limit)).all()
-        return total, [(r.trial_id, r.number, str(getattr(r.state, "name", r.state))) for r in rows]
+        return total, [
+            Row(
+                r.trial_id,
+                r.number,
+                str(getattr(r.state, "name", r.state)),
+                r.datetime_start,
+                r.datetime_complete,
+            )
+            for r in rows
+        ]
 
     def attrs(self, trial_ids: list[int], keys: tuple[str, ...] | None = None) -> dict[int, dict[str, Any]]:
         """User attributes of these trials only (``keys`` of them, or all)."""

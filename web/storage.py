@@ -27,3 +27,16 @@ def service_url(url: str) -> str:
         except ImportError:
             return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
+
+
+SQLITE_BUSY_S = 30  # how long a write waits for another process's write (jobs, runners, searches)
+
+
+def engine_kwargs(url: str) -> dict:
+    """SQLAlchemy engine arguments for the service's connections: SQLite waits for a lock held by
+    another process (a search, a job runner) instead of failing after its default 5 s."""
+    from sqlalchemy.engine import make_url
+
+    return (
+        {"connect_args": {"timeout": SQLITE_BUSY_S}} if make_url(url).get_backend_name() == "sqlite" else {}
+    )

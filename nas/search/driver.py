@@ -23,6 +23,7 @@ from latency_models import LatencyProfiler
 from latency_models._base import checks_itself, measure_arch
 from latency_models.cache import LatencyCache
 from latency_models.lock import computing
+from nas import status
 from nas.config import instantiate
 from nas.data import ImageData
 from nas.errors import UserError
@@ -246,6 +247,7 @@ class _Progress:
                 f"{last.user_attrs['latency']['median']:.3g} {self.unit}"
             )
         self.bar.update(self.task, completed=len(finished), last=summary)
+        status.report("trials", len(finished), self.total, study=self.study.study_name)
 
 
 def check_front(

@@ -242,6 +242,11 @@ def test_retrained_models_and_baselines_of_a_study(service):
         "retrained:0:scratch:abc",
         {"kind": "trial", "name": "0", "val_top1": 70.0, "test_top1": 69.5, "init": "scratch"},
     )
+    study.set_user_attr(  # a run a scheduler stopped: marked as such, never a result
+        "retrained:1:scratch:abc",
+        {"kind": "trial", "name": "1", "val_top1": 40.0, "test_top1": 39.0, "init": "scratch"}
+        | {"epochs": 2, "recipe": {"epochs": 30}, "stopped_early": True},
+    )
     measured = {"unit": "ms", "latency": {"median": 0.25}}
     study.set_user_attr(
         "baseline:resnet18:abc",
@@ -255,9 +260,12 @@ def test_retrained_models_and_baselines_of_a_study(service):
         },
     )
     got = _get(base, f"/api/studies/{name}/retrained", tokens["read"]).json()
-    (found,) = got["retrained"]
-    assert found["trial"] == 0 and found["top1"] == 69.5
+    found, stopped = got["retrained"]
+    assert found["trial"] == 0 and found["top1"] == 69.5 and found["state"] == "complete"
     assert found["latency"] == study.trials[0].user_attrs["latency"]["median"]
+    assert stopped["trial"] == 1 and stopped["state"] == "stopped"
+    assert (stopped["epochs"], stopped["planned_epochs"]) == (2, 30)
     assert got["baselines"] == [
         {"name": "resnet18", "top1": 80.0, "params": 11, "latency": 0.25, "unit": "ms"}
+        | {"epochs": None, "planned_epochs": None, "state": "complete"}
     ]

@@ -102,10 +102,14 @@ def test_a_search_job_runs_bad_arguments_are_422_and_a_job_can_be_cancelled(fold
             assert stream.headers["content-type"].startswith("text/event-stream")
             events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
         assert len(events) >= 2 and events[0]["status"] == "running"
-        completed = [e["progress"]["completed"] for e in events]
-        assert completed == sorted(completed) and len(set(map(json.dumps, events))) == len(events)
+        trials = [e["progress"] for e in events if e["progress"] and e["progress"]["phase"] == "trials"]
+        done = [p["done"] for p in trials]
+        assert done == sorted(done) and len(set(map(json.dumps, events))) == len(events)
+        assert trials and all(p["total"] == 6 and p["study"] == "web" for p in trials)  # "N of 6"
         job = events[-1]
-        assert job["status"] == "done" and job["exit_code"] == 0 and job["progress"]["completed"] == 6
+        assert job["status"] == "done" and job["exit_code"] == 0 and job["progress"]["done"] == 6
+        assert job["owner"] == "w" and job["command"].startswith("nas search +space=tiny")
+        assert job["duration_s"] > 0 and job["failure"] is None
         log = httpx.get(f"{base}/api/jobs/{job['id']}/log", headers=headers).text
         assert "Pareto front" in log
 
@@ -120,7 +124,16 @@ def test_a_search_job_runs_bad_arguments_are_422_and_a_job_can_be_cancelled(fold
         assert cancelled["status"] == "cancelled"
         final = _wait(base, headers, long["id"], ("cancelled",))
         assert final["status"] == "cancelled"
+        failing = httpx.post(  # passes every check, fails when it runs: the reason is shown
+            f"{base}/api/jobs",
+            json={"kind": "export", "args": ["study_name=nope"]},
+            headers=headers,
+            timeout=60,
+        ).json()
+        failed = _wait(base, headers, failing["id"], ("failed",))
+        assert "nope" in failed["failure"] and failed["exit_code"] == 2
         assert [j["id"] for j in httpx.get(f"{base}/api/jobs", headers=headers).json()] == [
+            failing["id"],
             long["id"],
             job["id"],
         ]

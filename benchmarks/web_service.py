@@ -1,12 +1,17 @@
-"""How fast does the service answer on a large study, and under 50 concurrent clients?
+"""How fast does the service answer on a large study, under 50 concurrent clients, with 100
+open event streams, and how fast does its page draw the study?
 
-    python -m benchmarks.web_service --db big.db --trials 10000 --clients 50 --seconds 60 --out out.json
+    python -m benchmarks.web_service --db big.db --trials 10000 --clients 50 --seconds 60 \
+        --streams 100 --browser /usr/bin/chromium --out out.json
 
 Builds (or reuses, with ``--db`` pointing at an existing file) a study of ``--trials`` synthetic
 completed trials (two objectives, nas's user attributes), starts the real server (``nas serve``,
-uvicorn) on a free loopback port with a read token, and measures: the page and each read endpoint
-(best of 5 requests), then ``--clients`` threads requesting the study list, the front, a page of
-trials and the best under a budget in turn for ``--seconds``: requests, errors, p50 / p99 latency.
+uvicorn) on a free loopback port with read tokens, and measures: the page and each read endpoint
+(best of 5 requests); ``/api/studies`` (median of 20) with ``--streams`` event streams open on a
+running job (its row points at a live process) and without; the page in chromium (Playwright):
+from the click on the study to the chart drawn with every point, best of 3; then ``--clients``
+threads requesting the study list, the front, a page of trials and the best under a budget in
+turn for ``--seconds``: requests, errors, p50 / p99 latency.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--browser", default=None, help="chromium to time the page in (none: skip)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -74,15 +81,9 @@ def main() -> None:
         build(db, args.trials)
         print(f"built {args.trials} trials in {time.perf_counter() - start:.0f} s")
     env = search_env()
-    made = subprocess.run(
-        [sys.executable, "-m", "nas", "token", "create", "token_name=bench", f"storage=sqlite:///{db}"],
-        cwd=db.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    token = made.stdout.strip().splitlines()[-1]
+    tokens = [_token(db, env, f"bench{i}") for i in range(max(1, -(-args.streams // STREAMS_PER_TOKEN)))]
+    token = tokens[0]
+    sleeper, job_id = _running_job(db)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -105,6 +106,7 @@ def main() -> None:
             "page": "/",
             "studies": "/api/studies",
             "front": "/api/studies/big/front",
+            "points (every trial, the chart's data)": "/api/studies/big/points",
             "trials page (sorted by latency)": "/api/studies/big/trials?limit=100&sort=latency",
             "trials filtered + sorted by top-1": (
                 "/api/studies/big/trials?limit=100&sort=top1&order=desc&max_latency=0.1"
@@ -122,6 +124,10 @@ def main() -> None:
                     times.append(time.perf_counter() - start)
                 single[name] = round(min(times) * 1000, 1)
         print("single requests (ms, best of 5):", single)
+        streams = _with_streams(base, tokens, job_id, args.streams, paths["studies"])
+        print("/api/studies with open event streams:", streams)
+        page = _page_render(base, token, args.browser, args.trials) if args.browser else None
+        print("page:", page)
 
         mix = [paths[k] for k in ("studies", "front", "trials page (sorted by latency)", "best under 0.5 ms")]
         latencies: list[float] = []
@@ -160,7 +166,126 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    write_result(args.out, {"trials": args.trials, "single_ms": single, "load": load, "repo": str(REPO)})
+        sleeper.kill()
+    result = {"trials": args.trials, "single_ms": single, "streams": streams, "page": page, "load": load}
+    write_result(args.out, result | {"repo": str(REPO)})
+
+
+STREAMS_PER_TOKEN = 16  # the server's bound per token (web.events)
+
+
+def _token(db: Path, env: dict, name: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "nas", "token", "create", f"token_name={name}", f"storage=sqlite:///{db}"],
+        cwd=db.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
+def _running_job(db: Path) -> tuple[subprocess.Popen, int]:
+    """A job row the server sees as running (its process is a live ``sleep``): streams on it stay
+    open until the benchmark closes them."""
+    import datetime
+
+    import sqlalchemy as sa
+
+    from web.jobs import JobStore, jobs
+
+    url = f"sqlite:///{db}"
+    JobStore(url, db.parent / ".nas_jobs", db.parent).dispose()  # the table
+    sleeper = subprocess.Popen(["sleep", "3600"])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        job_id = connection.execute(
+            jobs.insert().values(
+                kind="search",
+                args="[]",
+                owner="bench",
+                status="running",
+                pid=sleeper.pid,
+                log="",
+                created=now,
+            )
+        ).inserted_primary_key[0]
+    engine.dispose()
+    return sleeper, job_id
+
+
+def _median_ms(client, url: str, n: int = 20) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        assert client.get(url).status_code == 200, url
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 1)
+
+
+def _with_streams(base: str, tokens: list[str], job_id: int, n: int, path: str) -> dict:
+    """``path``'s median latency without, then with ``n`` event streams open on the job."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {tokens[0]}"}
+    with httpx.Client(headers=headers, timeout=60) as client:
+        quiet = _median_ms(client, base + path)
+    opened, responses, lock = threading.Barrier(n + 1), [], threading.Lock()
+
+    def stream(i: int) -> None:
+        h = {"Authorization": f"Bearer {tokens[i // STREAMS_PER_TOKEN]}"}
+        with httpx.stream("GET", f"{base}/api/jobs/{job_id}/events", headers=h, timeout=120) as r:
+            with lock:
+                responses.append(r)
+            lines = r.iter_lines()
+            try:
+                next(line for line in lines if line.startswith("data: "))
+                opened.wait()
+                for _ in lines:  # read on until closed
+                    pass
+            except (httpx.HTTPError, RuntimeError, StopIteration, threading.BrokenBarrierError):
+                pass
+
+    threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    opened.wait(120)
+    with httpx.Client(headers=headers, timeout=60) as client:
+        busy = _median_ms(client, base + path)
+    for r in responses:
+        r.close()
+    return {"streams": n, "median_ms_without": quiet, "median_ms_with": busy}
+
+
+def _page_render(base: str, token: str, chromium: str, trials: int) -> dict:
+    """Seconds from the click on the study to its chart drawn with every point (best of 3), and
+    the page's first load."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        start = time.perf_counter()
+        page.goto(base)
+        page.fill("#token", token)
+        page.click("#login")
+        page.wait_for_selector("#studies tr[data-study=big]")
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(3):
+            page.goto(base)
+            page.wait_for_selector("#studies tr[data-study=big]")
+            start = time.perf_counter()
+            page.click("#studies tr[data-study=big]")
+            page.wait_for_function(
+                f"() => Number(document.querySelector('#chart')?.dataset.trials) === {trials}",
+                timeout=120_000,
+            )
+            times.append(time.perf_counter() - start)
+        browser.close()
+    return {"login_to_studies_s": round(first, 2), "click_to_chart_s": round(min(times), 2)}
 
 
 if __name__ == "__main__":

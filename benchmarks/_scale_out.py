@@ -152,7 +152,7 @@ class Background:
         lock, so no worker holds it; the lock is kept until every thread of the group has
         stopped, so none is woken to take it between the signal and the stop (which left a
         stopped worker holding the lock in a first try)."""
-        from latency_models.lock import measuring
+        from infra.locks import measuring
 
         with measuring():
             os.killpg(self.process.pid, sig)

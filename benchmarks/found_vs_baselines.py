@@ -137,7 +137,7 @@ def plot(result: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, ScalarFormatter
 
-    from latency_models.files import save_figure
+    from infra.files import save_figure
 
     found = sorted(result["found"], key=lambda f: (f["latency"], -f["top1"]))
     staircase, best = [], -1.0

@@ -28,7 +28,7 @@ def fresh_postgres() -> str:
     """A new, empty database on the PostgreSQL server of POSTGRES; its URL."""
     import sqlalchemy as sa
 
-    from latency_models.sql import normalise_url
+    from infra.storage import normalise_url
 
     admin_url = normalise_url(POSTGRES)
     name = f"nas_scale_{uuid.uuid4().hex[:10]}"

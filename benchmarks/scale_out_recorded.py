@@ -39,8 +39,8 @@ def study_supernet(study, arch):
 
 
 def main() -> None:
+    from infra.locks import computing
     from latency_models import create_profiler
-    from latency_models.lock import computing
     from nas.study import trial_arch
 
     parser = argument_parser(__doc__)

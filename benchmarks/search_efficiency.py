@@ -169,7 +169,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from latency_models.files import save_figure
+        from infra.files import save_figure
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         colours = dict(zip(args.samplers, ["0.6", "tab:blue", "tab:orange", "tab:green", "tab:red"]))

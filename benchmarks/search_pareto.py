@@ -155,7 +155,7 @@ def plot(studies: dict[str, list], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latency_models.files import save_figure
+    from infra.files import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (name, trials), color in zip(studies.items(), ("tab:gray", "tab:blue", "tab:orange", "tab:green")):

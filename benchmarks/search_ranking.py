@@ -144,7 +144,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from latency_models.files import save_figure
+        from infra.files import save_figure
 
         fig, ax = plt.subplots(figsize=(5.5, 5))
         colours = ["tab:blue" if row["front"] else "0.5" for row in rows]

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from infra.storage import normalise_url, tune_sqlite
 from latency_models._base import LatencyProfiler, LatencyResult, hardware_for, profiler_key
-from latency_models.sql import normalise_url, tune_sqlite
 
 METADATA = sa.MetaData()
 TABLE = sa.Table(

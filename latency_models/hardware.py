@@ -46,11 +46,11 @@ def fingerprint_id(info: dict | None = None) -> str:
 
 
 def device_lock(device: str) -> str:
-    """The measurement lock of a torch device (latency_models.lock): the machine's for the CPU,
+    """The measurement lock of a torch device (infra.locks): the machine's for the CPU,
     the GPU's own (by UUID) for a CUDA device, so workers on other GPUs need not wait."""
     import torch
 
-    from latency_models.lock import MACHINE, gpu_lock
+    from infra.locks import MACHINE, gpu_lock
 
     dev = torch.device(device)
     if dev.type != "cuda":

@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from infra.locks import MACHINE, computing, measuring
 from latency_models._base import LatencyResult, register_profiler
 from latency_models._timing import ModuleProfiler, pinned, quiet_measurement, resolve_cpu, time_calls
 from latency_models.hardware import device_lock
-from latency_models.lock import MACHINE, computing, measuring
 from latency_models.onnx_io import to_onnx
 
 

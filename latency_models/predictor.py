@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from infra.files import atomic_path
 from latency_models._base import (
     LatencyProfiler,
     LatencyResult,
@@ -34,7 +35,6 @@ from latency_models._base import (
     register_profiler,
 )
 from latency_models.blocks import GROUPS, BlockSpec, decompose
-from latency_models.files import atomic_path
 from latency_models.hardware import fingerprint, fingerprint_id
 from search_spaces.arch import Arch, arch_from_dict
 

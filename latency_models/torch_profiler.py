@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from infra.locks import computing, measuring
 from latency_models._base import LatencyResult, register_profiler
 from latency_models._timing import ModuleProfiler, pinned, quiet_measurement, resolve_cpu, time_calls
 from latency_models.hardware import device_lock
-from latency_models.lock import computing, measuring
 from search_spaces.sparse import semi_structured_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from latency_models.files import atomic_path
-from nas.errors import UserError
+from infra.errors import UserError
+from infra.files import atomic_path
 
 REBUILD = "delete it and rerun to rebuild it"
 

@@ -104,7 +104,7 @@ def _spaces(cfg, config_dirs, console) -> int:
 def _dashboard(cfg, config_dirs, console) -> int:
     import socket
 
-    from nas.errors import UserError
+    from infra.errors import UserError
     from nas.study import load_existing_study, normalise_url, reading_storage
 
     with reading_storage(cfg.storage) as storage:  # an existing study database, never a new one
@@ -144,13 +144,10 @@ def _latency(cfg, config_dirs, console, action: str) -> int:
 def _serve(cfg, config_dirs, console) -> int:
     import socket
 
-    from nas.errors import UserError
-    from web.storage import service_url  # the top floor: web/ never imports torch
+    from infra.errors import UserError
+    from infra.storage import existing_database
 
-    try:
-        url = service_url(cfg.storage)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    url = existing_database(cfg.storage)
     try:
         with socket.create_server((cfg.host, cfg.port)):
             pass
@@ -184,14 +181,13 @@ def _serve(cfg, config_dirs, console) -> int:
 
 
 def _token(cfg, config_dirs, console, action: str) -> int:
-    import sqlalchemy as sa
 
-    from nas.errors import UserError
-    from nas.study import check_storage_url, normalise_url
+    from infra.errors import UserError
+    from infra.storage import check_storage_url, create_engine
     from web.auth import TokenStore
 
     check_storage_url(cfg.storage, writing=action == "create")
-    engine = sa.create_engine(normalise_url(cfg.storage))
+    engine = create_engine(cfg.storage)
     try:
         store = TokenStore(engine)
         if action == "create":
@@ -249,7 +245,7 @@ SUBCOMMANDS = {"latency": ("fit", "eval"), "token": ("create", "revoke", "list")
 
 
 def _split_options(args: list[str]) -> tuple[list[str], list[str], bool]:
-    from nas.errors import UserError
+    from infra.errors import UserError
 
     overrides, config_dirs, show = [], [], False
     it = iter(args)
@@ -294,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         action, rest = rest[0], rest[1:]
     from rich.console import Console
 
-    from nas.errors import UserError
+    from infra.errors import UserError
 
     console = Console()
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from nas.errors import UserError
+from infra.errors import UserError
 from nas.schema import GROUP_KEYS, check_config, check_group
 
 GROUPS = ("space", *(g for g in GROUP_KEYS if g != "space"))  # space first: it is named

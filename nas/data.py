@@ -29,7 +29,7 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
-from nas.errors import UserError
+from infra.errors import UserError
 
 EMBEDDED_FILE = Path(__file__).parent / "_data" / "fashion_mnist_6k.npz"
 TRAIN_SPLIT = "train"

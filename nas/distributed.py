@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from nas.errors import UserError
-from nas.processes import die_with_parent
+from infra.errors import UserError
+from infra.processes import die_with_parent
 
 KEY_ENV = "NAS_DISTRIBUTED_KEY"  # the spec's HMAC key (hex), from the launcher to its children
 DIGEST_SIZE = hashlib.sha256().digest_size

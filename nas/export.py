@@ -14,12 +14,12 @@ import onnx
 import torch
 from optuna.trial import FrozenTrial
 
+from infra.errors import UserError
+from infra.storage import sqlite_path
 from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
-from latency_models.sql import sqlite_path
 from nas.checkpoint import load_checkpoint
 from nas.config import check_writable
-from nas.errors import UserError
 from nas.study import (
     STUDY_ATTR,
     completed,

@@ -16,10 +16,12 @@ from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.errors import UserError
+from infra.files import save_figure, write_csv
+from infra.storage import check_storage_url, sqlite_path
 from latency_models import LatencyProfiler, profiler_key
 from latency_models._base import can_time_modules, contract_gaps, hardware_for, measure_arch
 from latency_models.cache import LatencyCache
-from latency_models.files import save_figure, write_csv
 from latency_models.hardware import fingerprint, fingerprint_id
 from latency_models.predictor import (
     Predictor,
@@ -32,10 +34,8 @@ from latency_models.predictor import (
     summarise,
     unique_samples,
 )
-from latency_models.sql import sqlite_path
 from nas.config import check_writable, group_options, instantiate, instantiate_space
-from nas.errors import UserError
-from nas.study import check_storage_url, load_existing_study, reading_storage, trial_arch
+from nas.study import load_existing_study, reading_storage, trial_arch
 from search_spaces.arch import ArchError, arch_from_dict
 from search_spaces.base import SearchSpace
 

@@ -21,9 +21,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from latency_models.files import atomic_path
+from infra.errors import UserError
+from infra.files import atomic_path
 from nas.data import safe_name
-from nas.errors import UserError
 from nas.study import STUDY_ATTR, completed, latency, load_existing_study, reading_storage, top1
 
 HV_POINTS = 200  # hypervolume curves: at most this many points per study

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from latency_models.files import atomic_path
+from infra.errors import UserError
+from infra.files import atomic_path
 from latency_models.flops import count_params
 from nas import status
 from nas.augment import random_flip, random_translate
 from nas.checkpoint import load_checkpoint, save_atomic
 from nas.data import ImageData, safe_name
-from nas.errors import UserError
 from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, check_ranges, evaluate, resolve_device
 
 PROGRESS_EVERY = 50  # steps between progress updates
@@ -600,7 +600,7 @@ def run_train(cfg, config_dirs, console) -> int:
 
     study_name, candidates = None, []
     uses_study = given["trial"] or given["trials"] or given["front"] or given["latency_budget_ms"]
-    from latency_models.sql import sqlite_path
+    from infra.storage import sqlite_path
 
     database = sqlite_path(cfg.storage)
     if uses_study or cfg.study_name is not None or (database is not None and database.is_file()):

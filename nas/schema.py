@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from nas.errors import UserError
+from infra.errors import UserError
 
 Objective = Literal["accuracy", "latency", "nonzero_params", "params", "flops"]
 

@@ -6,7 +6,6 @@ import contextlib
 import datetime
 import functools
 import inspect
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,11 +18,11 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from latency_models.files import save_figure, write_csv
-from latency_models.lock import computing
-from latency_models.sql import normalise_url, sqlite_path, tune_sqlite
+from infra.errors import UserError
+from infra.files import save_figure, write_csv
+from infra.locks import computing
+from infra.storage import check_storage_url, create_engine, normalise_url, sqlite_path, tune_sqlite
 from nas.data import safe_name
-from nas.errors import UserError
 from search_spaces.arch import Arch, arch_from_dict
 
 # Objectives a study can optimise: name -> direction (values are read by objective_value).
@@ -55,34 +54,6 @@ def latency(trial: FrozenTrial) -> float:
 STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
 TEST_ATTR = "test_top1"  # study user attribute: front members' top-1 on the dataset's test split
 CREATE_ATTEMPTS = 5  # opening a new database while another process creates its tables
-
-
-def check_storage_url(url: str, writing: bool = False) -> None:
-    """Reject a malformed URL, an unknown database kind or a missing SQLite folder (and, when
-    ``writing``, an SQLite database that could not be written) before anything is written."""
-
-    from sqlalchemy.dialects import registry
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-        registry.load(parsed.get_backend_name() + "." + parsed.get_driver_name())
-    except ArgumentError:
-        raise UserError(f"storage: {url!r} is not an SQLAlchemy URL (e.g. sqlite:///nas.db)") from None
-    except NoSuchModuleError:
-        raise UserError(
-            f"storage: {url!r} names no database kind SQLAlchemy knows (e.g. sqlite:///nas.db, "
-            "postgresql://user@host/db)"
-        ) from None
-    path = sqlite_path(url)
-    if path is not None:
-        if not path.parent.is_dir():
-            raise UserError(f"storage: folder {str(path.parent)!r} of {url!r} does not exist")
-        if path.exists() and not path.is_file():
-            raise UserError(f"storage: {str(path)!r} of {url!r} is not a file")
-        if writing and not os.access(path if path.exists() else path.parent, os.W_OK):
-            raise UserError(f"storage: cannot write {str(path)!r}")
 
 
 # A RUNNING trial with no heartbeat at all after this long is stale too (its process died between
@@ -234,7 +205,7 @@ def reading_storage(url: str) -> Iterator[optuna.storages.RDBStorage]:
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise UserError(f"storage: there is no database {str(path)!r} ({url}); run nas search first")
-    engine = sa.create_engine(normalise_url(url))
+    engine = create_engine(url)
     try:
         has_studies = sa.inspect(engine).has_table("studies")
     except Exception as e:  # not a database, server down, bad credentials

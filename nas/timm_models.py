@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.errors import UserError
+from infra.errors import UserError
 from search_spaces.arch import arch_from_dict
 from search_spaces.layers import build_model
 

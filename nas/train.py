@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from infra.errors import UserError
 from nas import status
 from nas.augment import random_flip, random_translate
 from nas.checkpoint import load_checkpoint, save_atomic
 from nas.data import ImageData, safe_name
 from nas.distributed import Rank, average_gradients, launch
-from nas.errors import UserError
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 from search_spaces.layers import SparsePair

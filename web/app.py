@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 from fastapi import FastAPI
 
+from infra.storage import engine_kwargs
 from web.auth import TokenStore
 from web.events import EventStreams
 from web.jobs import JobStore
@@ -22,7 +23,6 @@ from web.middleware import BodyLimit, ExactSegments
 from web.policy import MAX_BODY_BYTES, JobPolicy
 from web.routes import exports, jobs, pages, studies
 from web.service import Service
-from web.storage import engine_kwargs
 
 
 def create_app(

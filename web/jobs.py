@@ -31,8 +31,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from infra.storage import create_engine
 from nas.status import ENV as STATUS_ENV
-from web.storage import engine_kwargs
 
 KINDS = ("search", "export", "train")
 metadata = sa.MetaData()
@@ -144,7 +144,7 @@ class JobStore:
     def __init__(self, url: str, log_dir: Path, workdir: Path, config_dirs: tuple[str, ...] = ()) -> None:
         self.url, self.log_dir, self.workdir = url, log_dir, workdir
         self.config_dirs = tuple(str(Path(d).resolve()) for d in config_dirs)
-        self.engine = sa.create_engine(url, **engine_kwargs(url))
+        self.engine = create_engine(url)
         metadata.create_all(self.engine, tables=[jobs])
         self._add_missing_columns()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -345,7 +345,7 @@ def _command_args(url: str, args: list[str], config_dirs: tuple[str, ...]) -> li
 
 def _run(url: str, job_id: int, config_dirs: tuple[str, ...]) -> int:
     """The runner: the job's ``nas`` command, its log, its end recorded in SQL."""
-    engine = sa.create_engine(url, **engine_kwargs(url))
+    engine = create_engine(url)
     with engine.connect() as connection:
         job = connection.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
     args = _command_args(url, json.loads(job.args), config_dirs)

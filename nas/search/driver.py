@@ -19,14 +19,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.errors import UserError
+from infra.locks import computing
 from latency_models import LatencyProfiler
 from latency_models._base import checks_itself, measure_arch
 from latency_models.cache import LatencyCache
-from latency_models.lock import computing
 from nas import status
 from nas.config import instantiate
 from nas.data import ImageData
-from nas.errors import UserError
 from nas.search.setup import Setup
 from nas.search.worker import STOPPED, fail_stale_trials
 from nas.study import (

@@ -14,7 +14,7 @@ which the heartbeat fails and retries.
   ``gpus_per_worker`` (torch threads = cpus_per_worker).
 
 Measurements never overlap on one machine: a measurement holds the machine-wide lock of
-``latency_models.lock`` exclusively, while candidate scoring holds it shared, so no worker
+``infra.locks`` exclusively, while candidate scoring holds it shared, so no worker
 computes while another times a model (workers on other machines have their own lock).
 """
 

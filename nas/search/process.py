@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.processes import die_with_parent
+from infra.processes import die_with_parent
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,14 @@ import torch
 from omegaconf import DictConfig
 from sqlalchemy.engine import make_url
 
+from infra.errors import UserError
+from infra.storage import check_storage_url, sqlite_path
 from latency_models import LatencyProfiler
 from latency_models._base import hardware_for
 from latency_models.hardware import fingerprint
-from latency_models.sql import sqlite_path
 from nas.config import check_writable, group_options, instantiate, instantiate_space, to_container
 from nas.data import ImageData
-from nas.errors import UserError
 from nas.latency import build_profiler
-from nas.study import check_storage_url
 from nas.train import Recipe, resolve_device, supernet_key
 from search_spaces.base import SearchSpace
 

@@ -14,11 +14,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from infra.locks import MACHINE, computing, work_on
 from latency_models._base import checks_itself, measure_arch
 from latency_models.cache import LatencyCache
 from latency_models.flops import count_flops, count_nonzero_params, count_params
 from latency_models.hardware import device_lock, fingerprint
-from latency_models.lock import MACHINE, computing, work_on
 from nas.config import instantiate
 from nas.search.setup import Setup
 from nas.study import LockedSampler, objective_value, open_storage

@@ -3,7 +3,7 @@
 import multiprocessing
 import time
 
-from latency_models.lock import computing, measuring
+from infra.locks import computing, measuring
 
 
 def _compute(log: str, hold_s: float, name: str) -> None:
@@ -131,7 +131,7 @@ def test_measuring_inside_computing_is_refused(tmp_path, monkeypatch):
 def _compute_on(log: str, hold_s: float, name: str, gpu: str, locks: str) -> None:
     import os
 
-    from latency_models.lock import work_on
+    from infra.locks import work_on
 
     os.environ["NAS_LOCK_DIR"] = locks
     work_on(gpu)
@@ -141,7 +141,7 @@ def _compute_on(log: str, hold_s: float, name: str, gpu: str, locks: str) -> Non
 def test_a_gpu_measurement_waits_for_work_on_that_gpu_only(tmp_path, monkeypatch):
     """Workers one per GPU: a measurement on GPU B goes ahead while a worker computes on GPU A;
     one on GPU A, and any CPU measurement, wait for it. (Lock names, so no GPU is needed.)"""
-    from latency_models.lock import gpu_lock
+    from infra.locks import gpu_lock
 
     locks = str(tmp_path / "locks")
     monkeypatch.setenv("NAS_LOCK_DIR", locks)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from infra.errors import UserError
 from nas.checkpoint import load_checkpoint
 from nas.config import compose
-from nas.errors import UserError
 from nas.search.setup import prepare
 from nas.train import train_supernet
 from tests.conftest import REPO

@@ -14,7 +14,7 @@ def _measure_for(locks: str, log: str, hold_s: float) -> None:
     import os
 
     os.environ["NAS_LOCK_DIR"] = locks
-    from latency_models.lock import measuring
+    from infra.locks import measuring
 
     with measuring():
         with open(log, "a") as f:

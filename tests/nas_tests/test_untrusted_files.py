@@ -17,9 +17,9 @@ import optuna
 import pytest
 import torch
 
+from infra.errors import UserError
 from nas.checkpoint import load_checkpoint
 from nas.distributed import KEY_ENV, launch, read_spec, write_spec
-from nas.errors import UserError
 from tests.conftest import REPO, TINY_SEARCH, run_in_process, run_nas
 
 

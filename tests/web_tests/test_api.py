@@ -153,7 +153,7 @@ def test_export_then_download_and_no_escape_from_the_export_folder(service, tmp_
 
 
 def test_web_never_imports_torch():
-    code = "import sys, web.app, web.auth, web.storage; print('torch' in sys.modules)"
+    code = "import sys, web.app, web.auth, infra.storage; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 

@@ -29,7 +29,7 @@ def study_supernet(study, arch):
     its checkpoint read as data only)."""
     from nas.checkpoint import load_checkpoint
     from nas.export import stored_space
-    from nas.study import STUDY_ATTR
+    from nas.records import STUDY_ATTR
 
     info = study.user_attrs[STUDY_ATTR]
     sizes = {k: getattr(arch, k) for k in ("image_size", "in_channels", "num_classes")}

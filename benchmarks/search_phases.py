@@ -34,7 +34,8 @@ def main() -> None:
 
     import optuna
 
-    from nas.study import STUDY_ATTR, TEST_ATTR, reading_storage
+    from nas.records import STUDY_ATTR, TEST_ATTR
+    from nas.study import reading_storage
 
     storage = f"sqlite:///{work / 'nas.db'}"
     with reading_storage(storage) as opened:

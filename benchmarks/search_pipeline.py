@@ -51,7 +51,8 @@ def main() -> None:
     import optuna
 
     from nas.config import compose
-    from nas.study import STUDY_ATTR, reading_storage
+    from nas.records import STUDY_ATTR
+    from nas.study import reading_storage
 
     work = Path(args.dir).resolve()
     work.mkdir(parents=True, exist_ok=True)

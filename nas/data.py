@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
 from infra.errors import UserError
+from nas.records import file_safe
 
 EMBEDDED_FILE = Path(__file__).parent / "_data" / "fashion_mnist_6k.npz"
 TRAIN_SPLIT = "train"
@@ -38,11 +39,6 @@ EVAL_SPLITS = ("val", "validation", "test")  # a dataset's own held-out split, f
 
 class DataError(UserError, ValueError):
     """The dataset cannot be loaded (the message names the key or path)."""
-
-
-def safe_name(text: str) -> str:
-    """``text`` with only letters, digits and ``._-`` (file names, study names on any system)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
 
 
 @dataclass(eq=False)
@@ -416,7 +412,7 @@ class ImageFolder(Dataset):
     def load(self) -> ImageData:
         root, train_dir, eval_dir, name = self._layout()
         train = self._read(train_dir)
-        data = self._image_data(f"imagefolder-{safe_name(name)}", train)
+        data = self._image_data(f"imagefolder-{file_safe(name)}", train)
         if eval_dir is not None:
             data.test = self._image_data(f"{data.name}-{eval_dir.name}", self._read(eval_dir, train.classes))
         return data

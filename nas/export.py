@@ -20,15 +20,8 @@ from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
 from nas.checkpoint import load_checkpoint
 from nas.config import check_writable
-from nas.study import (
-    STUDY_ATTR,
-    completed,
-    latency,
-    load_existing_study,
-    reading_storage,
-    top1,
-    trial_arch,
-)
+from nas.records import STUDY_ATTR
+from nas.study import completed, latency, load_existing_study, reading_storage, top1, trial_arch
 from search_spaces.base import SearchSpace
 
 TOLERANCE = 1e-4

@@ -23,8 +23,8 @@ from optuna.trial import FrozenTrial
 
 from infra.errors import UserError
 from infra.files import atomic_path
-from nas.data import safe_name
-from nas.study import STUDY_ATTR, completed, latency, load_existing_study, reading_storage, top1
+from nas.records import STUDY_ATTR, RunRecord, file_safe
+from nas.study import completed, latency, load_existing_study, reading_storage, top1
 
 HV_POINTS = 200  # hypervolume curves: at most this many points per study
 
@@ -55,13 +55,13 @@ def trials_to_reach(counts: list[int], values: list[float], target: float) -> in
 
 def _retrained(attrs: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Trial number -> its best retrained record (the highest top-1 over inits and recipes)."""
-    best: dict[int, dict[str, Any]] = {}
-    for key, record in attrs.items():
-        if key.startswith("retrained:") and record.get("kind") == "trial":
-            number = int(record["name"])
-            if number not in best or _score(record) > _score(best[number]):
+    best: dict[int, RunRecord] = {}
+    for record in RunRecord.all_in(attrs).values():
+        number = record.trial
+        if number is not None and record.score is not None:
+            if number not in best or record.score > best[number].score:
                 best[number] = record
-    return best
+    return {number: record.to_dict() for number, record in best.items()}
 
 
 def _score(record: dict[str, Any]) -> float:
@@ -96,8 +96,9 @@ def run_report(cfg, config_dirs, console) -> int:
                 studies[other.study_name] = (completed(other), other.user_attrs.get("samplers", []))
     unit = done[0].user_attrs["latency"]["unit"]
     retrained = _retrained(attrs)
-    baselines = [r for k, r in attrs.items() if k.startswith("baseline:") and r.get("measured")]
-    baselines = [b for b in baselines if b["measured"]["unit"] == unit]
+    runs = RunRecord.all_in(attrs).values()
+    measured = [r for r in runs if r.kind == "baseline" and r.baseline_latency() is not None]
+    baselines = [r.to_dict() for r in measured if r.baseline_latency()[1] == unit]
 
     everything = [t for trials, _ in studies.values() for t in trials]
     reference = np.array(
@@ -175,7 +176,7 @@ def run_report(cfg, config_dirs, console) -> int:
 
     out = Path(cfg.out_dir or "report")
     out.mkdir(parents=True, exist_ok=True)
-    stem = safe_name(study.study_name)
+    stem = file_safe(study.study_name)
     with atomic_path(out / f"{stem}.png") as tmp:
         Path(tmp).write_bytes(png)
     page = _page(study.study_name, info, png, front, retrained, versus, reach, unit, found_top1, len(done))

@@ -31,7 +31,8 @@ from latency_models.flops import count_params
 from nas import status
 from nas.augment import random_flip, random_translate
 from nas.checkpoint import load_checkpoint, save_atomic
-from nas.data import ImageData, safe_name
+from nas.data import ImageData
+from nas.records import RunRecord, file_safe
 from nas.train import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, check_ranges, evaluate, resolve_device
 
 PROGRESS_EVERY = 50  # steps between progress updates
@@ -391,7 +392,7 @@ def retrain(
 
 def run_dir_for(cache_dir: str | Path, data: ImageData, name: str, recipe: RetrainRecipe, init: str) -> Path:
     """Where a run's checkpoint and result live: one folder per (data, model, recipe, init)."""
-    return Path(cache_dir) / "retrain" / f"{safe_name(data.name)}-{safe_name(name)}-{init}-{recipe.key()}"
+    return Path(cache_dir) / "retrain" / f"{file_safe(data.name)}-{file_safe(name)}-{init}-{recipe.key()}"
 
 
 def _normalized_timm(
@@ -543,9 +544,7 @@ def result_attr(candidate: Candidate, init: str, recipe: RetrainRecipe) -> str:
     """The study user attribute that holds a candidate's result: found models by trial number,
     baselines by timm name, each per (init, recipe). Optuna does not let a finished trial's
     attributes change, so results are study attributes, one per run (no write races)."""
-    if candidate.kind == "baseline":
-        return f"baseline:{candidate.name}:{recipe.key()}"
-    return f"retrained:{candidate.name}:{init}:{recipe.key()}"
+    return RunRecord.key_for(candidate.kind, candidate.name, init, recipe.key())
 
 
 def run_train(cfg, config_dirs, console) -> int:
@@ -556,7 +555,8 @@ def run_train(cfg, config_dirs, console) -> int:
 
     from nas.config import instantiate
     from nas.export import choose_trial, inherited_model
-    from nas.study import STUDY_ATTR, latency, load_existing_study, open_storage, reading_storage, top1
+    from nas.records import STUDY_ATTR
+    from nas.study import latency, load_existing_study, open_storage, reading_storage, top1
     from nas.train import channel_stats
     from search_spaces.arch import arch_from_dict
     from search_spaces.layers import build_model

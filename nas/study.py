@@ -22,7 +22,7 @@ from infra.errors import UserError
 from infra.files import save_figure, write_csv
 from infra.locks import computing
 from infra.storage import check_storage_url, create_engine, normalise_url, sqlite_path, tune_sqlite
-from nas.data import safe_name
+from nas.records import STUDY_ATTR, TEST_ATTR, file_safe
 from search_spaces.arch import Arch, arch_from_dict
 
 # Objectives a study can optimise: name -> direction (values are read by objective_value).
@@ -51,8 +51,6 @@ def latency(trial: FrozenTrial) -> float:
     return trial.user_attrs["latency"]["median"]
 
 
-STUDY_ATTR = "nas"  # study user attribute holding what the study's figures are valid for
-TEST_ATTR = "test_top1"  # study user attribute: front members' top-1 on the dataset's test split
 CREATE_ATTEMPTS = 5  # opening a new database while another process creates its tables
 
 
@@ -312,8 +310,8 @@ def write_pareto_files(
     matplotlib.use("Agg")
     from optuna.visualization.matplotlib import plot_pareto_front
 
-    csv_path = write_csv(folder / f"{safe_name(study.study_name)}_pareto.csv", rows)
-    png_path = folder / f"{safe_name(study.study_name)}_pareto.png"
+    csv_path = write_csv(folder / f"{file_safe(study.study_name)}_pareto.csv", rows)
+    png_path = folder / f"{file_safe(study.study_name)}_pareto.png"
     unit = rows[0]["unit"] if rows else "ms"
     names = {"accuracy": "validation top-1 (%)", "latency": f"latency ({unit})", "flops": "FLOPs"}
     objectives = study.user_attrs.get(STUDY_ATTR, {}).get("objectives", ["accuracy", "latency"])

@@ -30,8 +30,9 @@ from infra.errors import UserError
 from nas import status
 from nas.augment import random_flip, random_translate
 from nas.checkpoint import load_checkpoint, save_atomic
-from nas.data import ImageData, safe_name
+from nas.data import ImageData
 from nas.distributed import Rank, average_gradients, launch
+from nas.records import file_safe
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 from search_spaces.layers import SparsePair
@@ -301,7 +302,7 @@ def train_supernet(
     The result records images/s and, on CUDA, the share of a profiled window of steps during
     which the GPU was busy."""
     key = supernet_key(space_config, data, split, recipe)
-    run_dir = Path(cache_dir) / "supernets" / f"{space.name}-{safe_name(data.name)}-{key}"
+    run_dir = Path(cache_dir) / "supernets" / f"{space.name}-{file_safe(data.name)}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     final, partial = run_dir / "supernet.pt", run_dir / "checkpoint.pt"
     dev = resolve_device(device)

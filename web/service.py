@@ -10,13 +10,12 @@ import optuna
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from nas.records import STUDY_ATTR
 from web.auth import Caller, TokenStore
 from web.events import EventStreams
 from web.jobs import JobStore
 from web.policy import JobPolicy
 from web.queries import FrontCache, StudyQueries
-
-STUDY_ATTR = "nas"  # the study attribute nas search writes (what the figures are valid for)
 
 
 @dataclass

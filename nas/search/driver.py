@@ -27,12 +27,11 @@ from latency_models.cache import LatencyCache
 from nas import status
 from nas.config import instantiate
 from nas.data import ImageData
+from nas.records import STUDY_ATTR, TEST_ATTR
 from nas.search.setup import Setup
 from nas.search.worker import STOPPED, fail_stale_trials
 from nas.study import (
     OBJECTIVES,
-    STUDY_ATTR,
-    TEST_ATTR,
     completed,
     open_storage,
     pareto_rows,

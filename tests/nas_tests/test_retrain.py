@@ -103,7 +103,8 @@ def test_inherit_starts_from_the_supernet_weights(study_copy):
     validation split is the trial's recorded (inherited) top-1."""
     from nas.config import compose, instantiate
     from nas.export import inherited_model
-    from nas.study import STUDY_ATTR, top1
+    from nas.records import STUDY_ATTR
+    from nas.study import top1
     from nas.train import evaluate
 
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{study_copy}/nas.db")

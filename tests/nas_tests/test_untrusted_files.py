@@ -278,7 +278,7 @@ SPACES = {
 @pytest.mark.parametrize("case", list(SPACES))
 def test_a_stored_space_that_builds_anything_but_a_search_space_is_refused(tiny_study, tmp_path, case):
     from nas.export import check_stored_space
-    from nas.study import STUDY_ATTR
+    from nas.records import STUDY_ATTR
 
     work, study = study_copy(tiny_study, tmp_path)
     info = study.user_attrs[STUDY_ATTR]
@@ -296,7 +296,7 @@ def test_a_stored_space_that_builds_anything_but_a_search_space_is_refused(tiny_
 def test_nas_commands_refuse_a_tampered_supernet_in_the_cache_in_one_line(tiny_study, tmp_path):
     """``nas export`` (its own process: real stderr) and ``nas search`` topping the study up find
     the study's supernet.pt replaced by a payload: exit code 2, one line naming it, no traceback."""
-    from nas.study import STUDY_ATTR
+    from nas.records import STUDY_ATTR
 
     work, study = study_copy(tiny_study, tmp_path)
     info = study.user_attrs[STUDY_ATTR]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
+from nas.records import unique_file_name
 from web.models import ExportIn, ExportOut
 from web.policy import hydra_string
 from web.routes.studies import Id, best_number
@@ -25,10 +24,7 @@ EXPORT_TIMEOUT_S = 600
 def export_folder(s: Service, name: str, number: int) -> Path:
     """The folder of one study's trial export, distinct for every study name: a name that is not
     already file-safe gets a digest of the exact name, so two names never share a folder."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    if safe != name or not safe:
-        safe = f"{safe[:80] or 'study'}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-    return s.export_root / f"{safe}-trial{number}"
+    return s.export_root / f"{unique_file_name(name)}-trial{number}"
 
 
 @router.post("/{name:name}/exports", response_model=ExportOut, status_code=201)

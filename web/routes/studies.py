@@ -12,13 +12,14 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
+from nas.records import STUDY_ATTR, RunRecord, TrialAttr, TrialFigures
 from web.models import MAX_ID, Baseline, Points, Retrained, RetrainedOut, StudyOut, TrialOut, TrialPage
 from web.queries import Row, StudyQueries
-from web.service import STUDY_ATTR, Reader, Served, Service
+from web.service import Reader, Served, Service
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
-SUMMARY_KEYS = ("top1", "latency", "summary", "params", "flops", "fail_reason")
+SUMMARY_KEYS = TrialFigures.KEYS
 CSV_LIMIT = 200_000  # trials in one CSV download
 Id = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 Latency = Annotated[float | None, Query(allow_inf_nan=False)]
@@ -29,16 +30,17 @@ Sort = Literal["number", "top1", "latency", "state", "duration"]
 def trial_out(
     number: int, state: str, a: dict[str, Any], row: Row | None = None, arch: bool = False
 ) -> TrialOut:
+    figures = TrialFigures.from_attrs(a)
     return TrialOut(
         number=number,
         state=state,
-        top1=a.get("top1"),
-        latency=a.get("latency"),
-        summary=a.get("summary"),
-        params=a.get("params"),
-        flops=a.get("flops"),
-        arch=a.get("arch") if arch else None,
-        fail_reason=a.get("fail_reason"),
+        top1=figures.top1,
+        latency=figures.latency,
+        summary=figures.summary,
+        params=figures.params,
+        flops=figures.flops,
+        arch=a.get(TrialAttr.ARCH) if arch else None,
+        fail_reason=figures.fail_reason,
         started=row.started.isoformat() if row is not None and row.started else None,
         duration_s=row.duration_s() if row is not None else None,
     )
@@ -203,63 +205,24 @@ def retrained(name: str, s: Served, who: Reader) -> RetrainedOut:
     latency their trial measured) and timm baselines (at the latency measured for them). A run a
     scheduler stopped early has ``state: stopped``: its figures are not a result."""
     q = s.queries(name)
-    records = {
-        k: r
-        for k, r in s.storage.get_study_user_attrs(q.study_id).items()
-        if k.startswith(("retrained:", "baseline:")) and isinstance(r, dict)
-    }
-    numbers = {_int(r.get("name")) for r in records.values() if r.get("kind") == "trial"} - {None}
+    records = RunRecord.all_in(s.storage.get_study_user_attrs(q.study_id))
     ids = {}
-    for number in numbers:
+    for number in {r.trial for r in records.values()} - {None}:
         with contextlib.suppress(KeyError):  # a trial of a study that was later replaced
             ids[number] = s.storage.get_trial_id_from_study_id_trial_number(q.study_id, number)
-    stored = q.attrs(list(ids.values()), ("latency",))
-    latency = {n: (stored[i].get("latency") or {}).get("median") for n, i in ids.items()}
+    stored = q.attrs(list(ids.values()), (TrialAttr.LATENCY,))
+    latency = {n: TrialFigures.from_attrs(stored[i]).latency_median() for n, i in ids.items()}
     found, baselines = [], []
-    for key, record in sorted(records.items()):
-        score = record.get("test_top1") if record.get("test_top1") is not None else record.get("val_top1")
-        planned = (record.get("recipe") or {}).get("epochs")
-        epochs = record.get("epochs")
-        stopped = bool(record.get("stopped_early")) or (
-            isinstance(epochs, int) and isinstance(planned, int) and epochs < planned
-        )
-        state = "stopped" if stopped else "complete"
-        number = _int(record.get("name"))
-        if record.get("kind") == "trial" and number in ids:
-            found.append(
-                Retrained(
-                    trial=number,
-                    init=record.get("init"),
-                    top1=score,
-                    epochs=epochs,
-                    planned_epochs=planned,
-                    state=state,
-                    latency=latency[number],
-                )
-            )
-        elif key.startswith("baseline:") and isinstance(record.get("measured"), dict):
-            measured = record["measured"]
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                baselines.append(
-                    Baseline(
-                        name=str(record["name"]),
-                        top1=score,
-                        params=record.get("params"),
-                        latency=float(measured["latency"]["median"]),
-                        unit=str(measured["unit"]),
-                        epochs=epochs,
-                        planned_epochs=planned,
-                        state=state,
-                    )
-                )
+    for r in records.values():
+        epochs = r.epochs if isinstance(r.epochs, int) else None
+        common = {"top1": r.score, "epochs": epochs, "planned_epochs": r.planned_epochs, "state": r.state}
+        if r.trial in ids:
+            found.append(Retrained(trial=r.trial, init=r.init, latency=latency[r.trial], **common))
+        elif r.kind == "baseline" and r.baseline_latency() is not None:
+            median, unit = r.baseline_latency()
+            params = r.params if isinstance(r.params, int) else None
+            baselines.append(Baseline(name=r.name, params=params, latency=median, unit=unit, **common))
     return RetrainedOut(retrained=found, baselines=baselines)
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 @router.get("/{name:name}/best", response_model=TrialOut)

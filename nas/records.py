@@ -1,0 +1,167 @@
+"""What a study holds besides Optuna's own columns: one definition for every floor that writes or
+reads it (the search writes, ``nas train`` writes, the report and the service read).
+
+* Study attributes: ``STUDY_ATTR`` (what the study's figures are valid for: objectives, space,
+  dataset, profiler, hardware, supernet), ``TEST_ATTR`` (front members' test top-1),
+  ``SAMPLERS_ATTR``, ``FRONT_CHECK_ATTR``; and one attribute per stand-alone training run,
+  keyed by ``RunRecord.key_for`` (Optuna does not let a finished trial's attributes change, so
+  results are study attributes, one per run: no write races).
+* Trial attributes: the names in ``TrialAttr``; ``TrialFigures`` reads the ones a listing shows.
+* File names made from user text: ``file_safe`` (readable, for caches) and ``unique_file_name``
+  (readable and distinct for distinct texts, for folders a route serves).
+
+Torch-free: the service imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+STUDY_ATTR = "nas"
+TEST_ATTR = "test_top1"
+SAMPLERS_ATTR = "samplers"  # the samplers that filled the study, in order
+FRONT_CHECK_ATTR = "front_check"  # a self-checking profiler's front, measured again
+
+
+class TrialAttr:
+    """Names of the user attributes a search writes on each trial."""
+
+    ARCH = "arch"  # ArchConfig.to_dict()
+    ARCH_KEY = "arch_key"
+    SUMMARY = "summary"
+    TOP1 = "top1"  # validation top-1 (%) with inherited weights
+    LATENCY = "latency"  # LatencyResult.to_dict(): median, unit, ...
+    LATENCY_SOURCE = "latency_source"  # measured, table or computed
+    PARAMS = "params"
+    NONZERO_PARAMS = "nonzero_params"
+    FLOPS = "flops"
+    PROFILER = "profiler"
+    FAIL_REASON = "fail_reason"
+    REUSED_FROM = "reused_from"  # a repeated architecture: the trial whose figures it took
+
+
+@dataclass(frozen=True)
+class TrialFigures:
+    """The figures of a trial that a listing shows, from its user attributes (any may be missing)."""
+
+    top1: float | None = None
+    latency: dict[str, Any] | None = None
+    summary: str | None = None
+    params: int | None = None
+    flops: int | None = None
+    fail_reason: str | None = None
+
+    KEYS = (TrialAttr.TOP1, TrialAttr.LATENCY, TrialAttr.SUMMARY, TrialAttr.PARAMS, TrialAttr.FLOPS)
+    KEYS += (TrialAttr.FAIL_REASON,)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> TrialFigures:
+        return cls(**{k: attrs.get(k) for k in cls.KEYS})
+
+    def latency_median(self) -> float | None:
+        return (self.latency or {}).get("median")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One stand-alone training run stored with a study (``nas train``): a found model (``kind``
+    trial: ``name`` is the trial number; or arch) or a timm baseline (``name`` is the model).
+    ``measured`` holds a baseline's latency as its profiler measured it."""
+
+    kind: str  # "trial", "arch" or "baseline"
+    name: str
+    val_top1: float | None = None
+    test_top1: float | None = None
+    epochs: int | None = None  # epochs it ran
+    recipe: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    stopped_early: bool = False  # a scheduler stopped it: figures of its last epoch, not a result
+    params: int | None = None
+    measured: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # everything else the run recorded
+
+    PREFIXES = ("retrained:", "baseline:")
+
+    @staticmethod
+    def key_for(kind: str, name: str, init: str, recipe_key: str) -> str:
+        """The study attribute of a run: found models by name per (init, recipe), baselines by
+        timm name per recipe."""
+        if kind == "baseline":
+            return f"baseline:{name}:{recipe_key}"
+        return f"retrained:{name}:{init}:{recipe_key}"
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in value.items() if k in known}
+        return cls(**kwargs, extra={k: v for k, v in value.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return self.extra | {k: v for k, v in out.items() if v is not None or k in ("test_top1",)}
+
+    @classmethod
+    def all_in(cls, study_attrs: dict[str, Any]) -> dict[str, RunRecord]:
+        """Every run record among a study's attributes, by attribute name (malformed ones skipped:
+        the storage may be shared)."""
+        out = {}
+        for key, value in sorted(study_attrs.items()):
+            if key.startswith(cls.PREFIXES) and isinstance(value, dict) and {"kind", "name"} <= set(value):
+                out[key] = cls.from_dict(value)
+        return out
+
+    @property
+    def trial(self) -> int | None:
+        """The trial number of a found model's run."""
+        if self.kind != "trial":
+            return None
+        try:
+            return int(self.name)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def score(self) -> float | None:
+        """Top-1 on the test split, or on the validation split where the data has none."""
+        return self.test_top1 if self.test_top1 is not None else self.val_top1
+
+    @property
+    def planned_epochs(self) -> int | None:
+        value = self.recipe.get("epochs") if isinstance(self.recipe, dict) else None
+        return value if isinstance(value, int) else None
+
+    @property
+    def stopped(self) -> bool:
+        """Ended before its recipe's epochs: not a result to compare."""
+        planned = self.planned_epochs
+        short = isinstance(self.epochs, int) and planned is not None and self.epochs < planned
+        return bool(self.stopped_early) or short
+
+    @property
+    def state(self) -> str:
+        return "stopped" if self.stopped else "complete"
+
+    def baseline_latency(self) -> tuple[float, str] | None:
+        """A baseline's measured (median, unit), or None."""
+        try:
+            return float(self.measured["latency"]["median"]), str(self.measured["unit"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def file_safe(text: str) -> str:
+    """``text`` with every run of other characters than letters, digits, ``.``, ``_``, ``-``
+    replaced by one ``_`` (readable; two texts may share a result: cache folders, report files)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
+
+
+def unique_file_name(text: str) -> str:
+    """A file name for ``text``, distinct for distinct texts: ``text`` itself where it is
+    file-safe, else its safe form and a digest of the exact text."""
+    safe = file_safe(text)
+    if safe == text and not text.startswith("."):
+        return text
+    return f"{safe[:80]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"

@@ -202,19 +202,27 @@ def profiler_factory(name: str) -> Callable[..., LatencyProfiler]:
     return _REGISTRY[name]
 
 
-def create_profiler(name: str, **settings: Any) -> LatencyProfiler:
-    """Build the profiler registered as ``name`` with ``settings`` as keyword arguments."""
-    profiler = profiler_factory(name)(**settings)
-    if contract_gaps(profiler):
-        raise ValueError(
-            f"profiler {name!r} is not a latency profiler: no {', '.join(contract_gaps(profiler))}"
-        )
-    return profiler
+class ProfilerFactory:
+    """``create_profiler(name, **settings)``: the profiler registered as ``name``, built with
+    ``settings``. The ``_target_`` of every ``profiler`` conf node; as a factory that builds by
+    name it tells the config schema what a node builds (``target_for``, nas.schema's
+    ``BuildsByName`` contract), so the node's settings are checked against the registered
+    profiler's own signature."""
+
+    def __call__(self, name: str, **settings: Any) -> LatencyProfiler:
+        profiler = profiler_factory(name)(**settings)
+        if contract_gaps(profiler):
+            raise ValueError(
+                f"profiler {name!r} is not a latency profiler: no {', '.join(contract_gaps(profiler))}"
+            )
+        return profiler
+
+    def target_for(self, node: dict[str, Any]) -> tuple[Callable[..., LatencyProfiler], tuple[str, ...]]:
+        """What ``node`` builds, and the keys consumed here (``name``)."""
+        return profiler_factory(node["name"]), ("name",)
 
 
-# What a ``profiler`` conf node builds, for the config schema (nas.schema): its settings are
-# checked against the registered profiler's own signature; ``name`` is consumed here.
-create_profiler.target_for = lambda node: (profiler_factory(node["name"]), ("name",))
+create_profiler = ProfilerFactory()
 
 
 def profiler_key(profiler: LatencyProfiler) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,9 @@ def compose(overrides: list[str], config_dirs: list[str] = ()) -> DictConfig:
     except MissingConfigException as e:
         group = Path(e.missing_cfg_file or "").parent.name or "config"
         name = Path(e.missing_cfg_file or "").name
-        options = set(e.options or [])
-        if group == "profiler":  # installed plugins are selected the same way
-            from importlib.metadata import entry_points
-
-            options = (options - {"plugin"}) | {ep.name for ep in entry_points(group="nas.latency_models")}
-        valid = ", ".join(sorted(options)) or "none"
+        valid = (
+            ", ".join(choices(group, config_dirs) if group in GROUPS else sorted(e.options or [])) or "none"
+        )
         raise UserError(f"unknown {group} {name!r}; valid: {valid}") from None
     except OverrideParseException as e:
         reason = e.message.splitlines()[-2 if e.message.count("\n") > 1 else 0].strip()
@@ -81,30 +79,55 @@ def _yaml_message(error: Exception) -> str:
     return f"{mark.name}: YAML syntax error at {where}: {problem}"
 
 
-def plugin_overrides(overrides: list[str], config_dirs: list[str] = ()) -> list[str]:
-    """``profiler=NAME`` for a profiler that an installed package registers through the
-    ``nas.latency_models`` entry points (no YAML of ours): the generic ``plugin`` config with
-    ``name=NAME``, and its ``profiler.KEY=VALUE`` settings added to it."""
-    chosen = [o for o in overrides if o.startswith("profiler=")]
-    if not chosen:
-        return overrides
-    name = chosen[-1].split("=", 1)[1]
-    if name in group_options("profiler", config_dirs):
-        return overrides
-    from importlib.metadata import entry_points
+@dataclass(frozen=True)
+class PluginOptions:
+    """Options of a conf group that installed packages add through an entry-point group (no YAML
+    of ours): chosen as ``group=NAME`` like any option, built through the group's ``generic``
+    option with ``key=NAME``, their settings given as ``group.KEY=VALUE``."""
 
-    plugins = {ep.name for ep in entry_points(group="nas.latency_models")}
-    if name not in plugins:
-        return overrides  # Hydra reports the unknown option, with the valid ones
-    rewritten = []
-    for o in overrides:
-        if o.startswith("profiler="):
-            rewritten += ["profiler=plugin", f"profiler.name={name}"]
-        elif o.startswith("profiler.") and not o.startswith("profiler.name="):
-            rewritten.append("+" + o)
-        else:
-            rewritten.append(o)
-    return rewritten
+    entry_points: str
+    generic: str = "plugin"
+    key: str = "name"
+
+    def names(self) -> set[str]:
+        from importlib.metadata import entry_points
+
+        return {ep.name for ep in entry_points(group=self.entry_points)}
+
+
+PLUGINS = {"profiler": PluginOptions("nas.latency_models")}  # conf groups that plugins extend
+
+
+def plugin_overrides(overrides: list[str], config_dirs: list[str] = ()) -> list[str]:
+    """``group=NAME`` for an option an installed plugin adds (PLUGINS): the group's generic
+    config with ``key=NAME``, and the ``group.KEY=VALUE`` settings added to it."""
+    for group, plugin in PLUGINS.items():
+        chosen = [o for o in overrides if o.startswith(f"{group}=")]
+        if not chosen:
+            continue
+        name = chosen[-1].split("=", 1)[1]
+        if name in group_options(group, config_dirs) or name not in plugin.names():
+            continue  # a YAML option, or unknown: Hydra reports it with the valid ones
+        rewritten = []
+        for o in overrides:
+            if o.startswith(f"{group}="):
+                rewritten += [f"{group}={plugin.generic}", f"{group}.{plugin.key}={name}"]
+            elif o.startswith(f"{group}.") and not o.startswith(f"{group}.{plugin.key}="):
+                rewritten.append("+" + o)
+            else:
+                rewritten.append(o)
+        overrides = rewritten
+    return overrides
+
+
+def choices(group: str, config_dirs: list[str] = ()) -> list[str]:
+    """What ``group=NAME`` may name: the group's YAML options and the plugins' (for a group that
+    plugins extend, its generic option is not itself a choice)."""
+    names = set(group_options(group, config_dirs))
+    plugin = PLUGINS.get(group)
+    if plugin is not None:
+        names = (names - {plugin.generic}) | plugin.names()
+    return sorted(names)
 
 
 def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:

@@ -21,6 +21,7 @@ from latency_models.onnxruntime import OnnxRuntimeProfiler
 from nas.checkpoint import load_checkpoint
 from nas.config import check_writable
 from nas.records import STUDY_ATTR
+from nas.schema import locate
 from nas.study import completed, latency, load_existing_study, reading_storage, top1, trial_arch
 from search_spaces.base import SearchSpace
 
@@ -62,14 +63,12 @@ def check_stored_space(node: Any, study_name: str) -> None:
     """A UserError naming the study and the key unless ``node`` builds a SearchSpace subclass
     (its ``_target_``, resolved without calling anything) from plain values: no value anywhere
     inside it names another object to build (a nested ``_target_``)."""
-    from hydra.utils import get_object
-
     refused = "refusing to build it (was the study database changed?); rerun nas search in a new study"
     if not isinstance(node, dict):
         raise UserError(f"study {study_name!r}: its stored space is not a config node; {refused}")
     path = node.get("_target_")
     try:
-        target = get_object(path) if isinstance(path, str) else None
+        target = locate(path) if isinstance(path, str) else None
     except Exception:  # noqa: BLE001 - any import failure of a stored name
         target = None
     if not (isinstance(target, type) and issubclass(target, SearchSpace)):

@@ -178,19 +178,41 @@ def _target(group: str, node: dict[str, Any]) -> tuple[Any, tuple[str, ...]] | N
     path = node.get("_target_")
     if not isinstance(path, str):
         return None
-    from hydra.utils import get_object
-
     try:
-        target = get_object(path)
+        target = locate(path)
     except Exception:  # noqa: BLE001 - any import failure of a user's _target_
         raise UserError(f"{group}._target_: cannot import {path!r}") from None
-    target_for = getattr(target, "target_for", None)  # a registry factory: what it builds
-    if target_for is not None:
+    if isinstance(target, BuildsByName):
         try:
-            return target_for(node)
+            return target.target_for(node)
         except KeyError as e:
             raise UserError(f"{group}: {str(e).strip(chr(34) + chr(39))}") from None
     return target, ()
+
+
+@typing.runtime_checkable
+class BuildsByName(typing.Protocol):
+    """A ``_target_`` that builds one of several registered objects, chosen by a key of the node
+    (e.g. ``latency_models.create_profiler`` and ``name``): ``target_for(node)`` returns what the
+    node builds and the keys the factory consumes itself, so the node's other keys are checked
+    against the signature of what it builds, not of the factory."""
+
+    def target_for(self, node: dict[str, Any]) -> tuple[Any, tuple[str, ...]]: ...
+
+
+def locate(path: str) -> Any:
+    """The object a dotted ``_target_`` path names, imported but not called (Hydra's own lookup,
+    without the three lines Hydra logs for a missing name: the caller reports it in one)."""
+    import logging
+
+    from hydra.utils import get_object
+
+    logger = logging.getLogger("hydra.utils")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        return get_object(path)
+    finally:
+        logger.disabled = disabled
 
 
 def _parameters(target: Any) -> tuple[dict[str, Any], bool]:

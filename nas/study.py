@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import inspect
 import time
@@ -22,6 +21,7 @@ from infra.errors import UserError
 from infra.files import save_figure, write_csv
 from infra.locks import computing
 from infra.storage import check_storage_url, create_engine, normalise_url, sqlite_path, tune_sqlite
+from nas.optuna_internals import HeartbeatRDBStorage
 from nas.records import STUDY_ATTR, TEST_ATTR, file_safe
 from search_spaces.arch import Arch, arch_from_dict
 
@@ -52,50 +52,6 @@ def latency(trial: FrozenTrial) -> float:
 
 
 CREATE_ATTEMPTS = 5  # opening a new database while another process creates its tables
-
-
-# A RUNNING trial with no heartbeat at all after this long is stale too (its process died between
-# starting the trial and its first beat). Optuna never fails such a trial, and a search would
-# wait for it for ever; the first beat is written with the start (below), so this is a fallback.
-NO_HEARTBEAT_GRACE_S = 30.0
-
-
-class HeartbeatRDBStorage(optuna.storages.RDBStorage):
-    """An RDBStorage that beats once as a trial starts (Optuna's heartbeat thread beats a moment
-    later, after a sampler step and, in a search worker, after waiting for the machine-wide
-    lock: a worker killed in that window left a RUNNING trial that no heartbeat check could
-    fail), and that counts a running trial without any heartbeat as stale after a grace."""
-
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        trial = super()._create_new_trial(study_id, template_trial)  # Optuna's cache calls this one
-        if trial.state == TrialState.RUNNING:
-            self.record_heartbeat(trial._trial_id)
-        return trial
-
-    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING:  # a WAITING (enqueued) trial starts
-            self.record_heartbeat(trial_id)
-        return changed
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = super()._get_stale_trial_ids(study_id)
-        cutoff = datetime.datetime.now() - datetime.timedelta(
-            seconds=max(NO_HEARTBEAT_GRACE_S, 2 * (self.grace_period or 0))
-        )
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(self.scoped_session) as session:
-            silent = (
-                session.query(models.TrialModel)
-                .filter(models.TrialModel.study_id == study_id)
-                .filter(models.TrialModel.state == TrialState.RUNNING)
-                .filter(~models.TrialModel.heartbeats.any())
-                .all()
-            )  # datetime_start: local time, as datetime.now()
-            dead = [t.trial_id for t in silent if t.datetime_start and t.datetime_start < cutoff]
-        return stale + [trial_id for trial_id in dead if trial_id not in stale]
 
 
 class LockedRDBStorage(HeartbeatRDBStorage):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.config import group_options
+from nas.config import choices
 from nas.schema import GROUP_KEYS, NasConfig
 
 MAX_ARGS = 64  # arguments of one job
@@ -158,12 +158,7 @@ class JobPolicy:
     def options(self, group: str) -> list[str]:
         """The options of a config group a job may choose (installed profiler plugins included)."""
         if group not in self._options:
-            names = set(group_options(group, self.config_dirs))
-            if group == "profiler":
-                from importlib.metadata import entry_points
-
-                names = (names - {"plugin"}) | {ep.name for ep in entry_points(group="nas.latency_models")}
-            self._options[group] = names
+            self._options[group] = set(choices(group, self.config_dirs))
         return sorted(self._options[group])
 
     def _check_option(self, group: str, value: Any) -> None:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from optuna.storages._rdb import models  # Optuna's table definitions (stable across 3.x-5.x)
 from optuna.trial import TrialState
+
+from nas.optuna_internals import models  # Optuna's tables (why: nas.optuna_internals)
 
 T, V, A = (
     models.TrialModel.__table__,

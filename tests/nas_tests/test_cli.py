@@ -40,6 +40,16 @@ def test_a_broken_user_space_in_a_real_process(tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_a_user_space_naming_a_missing_class_is_one_line(tmp_path):
+    """Hydra logs three lines of its own for a ``_target_`` it cannot import: only ours shows."""
+    (tmp_path / "myconf" / "space").mkdir(parents=True)
+    path = tmp_path / "myconf" / "space" / "mine.yaml"
+    path.write_text("_target_: search_spaces.vit.NoSuchSpace\nname: mine\n")
+    result = run_nas("search", "+space=mine", "--config-dir", "myconf", cwd=tmp_path)
+    assert_one_line_error(result, "space._target_", "NoSuchSpace", str(path))
+    assert "Error getting object" not in result.stderr
+
+
 def test_unknown_command_and_help(tmp_path):
     assert_one_line_error(run_nas("serch", cwd=tmp_path), "unknown command 'serch'", "search")
     result = run_nas("--help", cwd=tmp_path)

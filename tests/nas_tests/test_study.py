@@ -70,10 +70,9 @@ def test_a_running_trial_without_any_heartbeat_is_failed_and_retried(tmp_path, l
     import datetime
 
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
 
+    from nas.optuna_internals import NO_HEARTBEAT_GRACE_S, models
     from nas.search.worker import fail_stale_trials
-    from nas.study import NO_HEARTBEAT_GRACE_S
 
     storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_s=1, locked=locked)
     study = optuna.create_study(study_name="s", storage=storage)

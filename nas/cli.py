@@ -8,8 +8,10 @@ same command to continue).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from nas.command import ENTRY_POINTS, Command
 
 USAGE = """\
 usage: nas <command> [key=value ...] [--config-dir DIR] [--cfg]
@@ -141,82 +143,6 @@ def _latency(cfg, config_dirs, console, action: str) -> int:
     return {"fit": run_fit, "eval": run_eval}[action](cfg, config_dirs, console)
 
 
-def _serve(cfg, config_dirs, console) -> int:
-    import socket
-
-    from infra.errors import UserError
-    from infra.storage import existing_database
-
-    url = existing_database(cfg.storage)
-    try:
-        with socket.create_server((cfg.host, cfg.port)):
-            pass
-    except OSError as e:
-        raise UserError(f"port: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
-    import signal
-
-    import uvicorn
-
-    from web.app import create_app
-
-    for folder in cfg.data_dirs:
-        if not Path(folder).is_dir():
-            raise UserError(f"data_dirs: {folder!r} is not a folder")
-    app = create_app(
-        url,
-        public_reads=cfg.public_reads,
-        export_dir=cfg.export_dir,
-        data_dirs=list(cfg.data_dirs),
-        clusters=list(cfg.clusters),
-        config_dirs=config_dirs,
-        dashboard_url=cfg.dashboard_url,
-    )
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server keeps no state: kill ends it
-    reads = "public" if cfg.public_reads else "with a read token"
-    console.print(
-        f"nas service on http://{cfg.host}:{cfg.port}/ (API /api, docs /docs; reads {reads}); Ctrl-C stops"
-    )
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
-    return 0
-
-
-def _token(cfg, config_dirs, console, action: str) -> int:
-
-    from infra.errors import UserError
-    from infra.storage import check_storage_url, create_engine
-    from web.auth import TokenStore
-
-    check_storage_url(cfg.storage, writing=action == "create")
-    engine = create_engine(cfg.storage)
-    try:
-        store = TokenStore(engine)
-        if action == "create":
-            try:
-                token = store.create(cfg.token_name or "", cfg.scope)
-            except ValueError as e:
-                raise UserError(str(e)) from None
-            console.print(
-                f"{cfg.scope} token {cfg.token_name!r} (shown once; the storage keeps only its hash):"
-            )
-            print(token)
-        elif action == "revoke":
-            if not cfg.token_name:
-                raise UserError("token_name: name the token to revoke")
-            count = store.revoke(cfg.token_name)
-            if not count:
-                raise UserError(f"token_name: no live token called {cfg.token_name!r}")
-            console.print(f"revoked {count} token(s) called {cfg.token_name!r}")
-        else:
-            for row in store.list():
-                state = f"revoked {row['revoked']:%Y-%m-%d %H:%M}" if row["revoked"] else "live"
-                console.print(
-                    f"{row['name']}  {row['scope']}  created {row['created']:%Y-%m-%d %H:%M}  {state}"
-                )
-    finally:
-        engine.dispose()
-    return 0
-
-
 def _report(cfg, config_dirs, console) -> int:
     from nas.report import run_report
 
@@ -229,19 +155,30 @@ def _train(cfg, config_dirs, console) -> int:
     return run_train(cfg, config_dirs, console)
 
 
-COMMANDS: dict[str, Callable] = {
-    "search": _search,
-    "export": _export,
-    "spaces": _spaces,
-    "dashboard": _dashboard,
-    "profile": _profile,
-    "latency": _latency,
-    "train": _train,
-    "report": _report,
-    "serve": _serve,
-    "token": _token,
+COMMANDS = {
+    "search": Command(_search),
+    "export": Command(_export),
+    "spaces": Command(_spaces),
+    "dashboard": Command(_dashboard),
+    "profile": Command(_profile),
+    "latency": Command(_latency, ("fit", "eval")),
+    "train": Command(_train),
+    "report": Command(_report),
 }
-SUBCOMMANDS = {"latency": ("fit", "eval"), "token": ("create", "revoke", "list")}
+
+
+def _plugin_commands() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+
+
+def find_command(name: str) -> Command | None:
+    """The command called ``name``: one of ours, or one an installed package registers."""
+    if name in COMMANDS:
+        return COMMANDS[name]
+    found = _plugin_commands().get(name)
+    return found.load() if found is not None else None
 
 
 def _split_options(args: list[str]) -> tuple[list[str], list[str], bool]:
@@ -274,15 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        print(f"nas: error: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+    chosen = find_command(command)
+    if chosen is None:
+        valid = ", ".join([*COMMANDS, *_plugin_commands()])
+        print(f"nas: error: unknown command {command!r}; valid: {valid}", file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in rest):
         print(USAGE, end="")
         return 0
     action = None
-    if command in SUBCOMMANDS:
-        valid = SUBCOMMANDS[command]
+    if chosen.actions:
+        valid = chosen.actions
         if not rest or rest[0] not in valid:
             got = repr(rest[0]) if rest else "none"
             print(f"nas: error: nas {command} needs one of {', '.join(valid)}; got {got}", file=sys.stderr)
@@ -304,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             print(OmegaConf.to_yaml(cfg), end="")
             return 0
         if action:
-            return COMMANDS[command](cfg, config_dirs, console, action)
-        return COMMANDS[command](cfg, config_dirs, console)
+            return chosen.run(cfg, config_dirs, console, action)
+        return chosen.run(cfg, config_dirs, console)
     except UserError as e:
         print(f"nas {command}: error: {e}", file=sys.stderr)
         return 2

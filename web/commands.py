@@ -4,29 +4,26 @@ service."""
 
 from __future__ import annotations
 
+import signal
+import socket
 from pathlib import Path
 
+import uvicorn
+
+from infra.errors import UserError
+from infra.storage import check_storage_url, create_engine, existing_database
 from nas.command import Command
+from web.app import create_app
+from web.auth import TokenStore
 
 
 def _serve(cfg, config_dirs, console) -> int:
-    import socket
-
-    from infra.errors import UserError
-    from infra.storage import existing_database
-
     url = existing_database(cfg.storage)
     try:
         with socket.create_server((cfg.host, cfg.port)):
             pass
     except OSError as e:
         raise UserError(f"port: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
-    import signal
-
-    import uvicorn
-
-    from web.app import create_app
-
     for folder in cfg.data_dirs:
         if not Path(folder).is_dir():
             raise UserError(f"data_dirs: {folder!r} is not a folder")
@@ -49,10 +46,6 @@ def _serve(cfg, config_dirs, console) -> int:
 
 
 def _token(cfg, config_dirs, console, action: str) -> int:
-
-    from infra.errors import UserError
-    from infra.storage import check_storage_url, create_engine
-    from web.auth import TokenStore
 
     check_storage_url(cfg.storage, writing=action == "create")
     engine = create_engine(cfg.storage)

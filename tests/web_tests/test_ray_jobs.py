@@ -120,7 +120,8 @@ def test_a_search_job_on_a_ray_cluster_runs_logs_and_cancels(tmp_path, cluster):
 def test_where_a_job_runs_and_a_jobs_table_of_an_earlier_version_gains_the_new_columns(tmp_path):
     import sqlalchemy as sa
 
-    from web.jobs import JobStore, ray_address_of
+    from web.jobs import JobStore
+    from web.jobs.ray import ray_address_of
 
     assert ray_address_of(["+space=vit", "executor=ray"]) is None
     assert ray_address_of(["executor=ray", "executor.address=head:6379"]) == "head:6379"

@@ -34,7 +34,8 @@ def _last(args: list[str], key: str) -> str | None:
 def progress_of(s: Service, job: dict) -> Progress | None:
     """What the job's command reported (nas.status), or for a search whose command cannot
     report here (a Ray job) its study's completed trials."""
-    status = read_status(s.jobs.status_path(job["id"])) if not job["ray_job"] else None
+    path = s.jobs.status_path(job)
+    status = read_status(path) if path is not None else None
     if status is not None:
         eta = status.eta_s() if job["status"] == "running" else None
         return Progress(

@@ -70,8 +70,8 @@ def test_a_search_job_on_a_ray_cluster_runs_logs_and_cancels(tmp_path, cluster):
     code, out, err = run_in_process("token", "create", "token_name=w", "scope=write", cwd=tmp_path)
     assert code == 0, out + err
     headers = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
-    server, base = _serve(tmp_path, _free_port())
     gcs, dashboard = cluster
+    server, base = _serve(tmp_path, _free_port(), f"clusters=[{gcs}]")  # the server's cluster
     on_ray = ["executor=ray", f"executor.address={gcs}", "executor.n_workers=1"]
     try:
         args = [*SEARCH, *on_ray, "n_trials=4", "study_name=onray"]

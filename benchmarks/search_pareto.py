@@ -97,7 +97,7 @@ def unit_of(trials: list) -> str:
 
 def band_table(f: list) -> list[str]:
     """The front split into three latency bands (equal numbers of members), as Markdown lines."""
-    family = f[0].user_attrs["arch"].get("family", "vit")
+    family = f[0].user_attrs["arch"]["family"]
     if family not in BAND_TABLES:
         return [f"(no band table for architecture family {family!r})"]
     columns, fill = BAND_TABLES[family]

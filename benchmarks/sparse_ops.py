@@ -7,7 +7,7 @@ relative to the dense op of the same size, at the layer sizes the spaces use.
 
 Ops: the SparseLinear MLP of the vit space (fc1 -> ReLU -> fc2) on N tokens, and the
 SparseConv2d Fused-MBConv body of the hybrid space (3x3 conv -> ReLU -> 1x1 conv), built by
-search_spaces.layers with a dense initialisation's weights put through sparsify_pair.
+search_spaces.ops with a dense initialisation's weights put through sparsify_pair.
 ort:  ONNX Runtime on the CPU (latency_models' exporter and session), 1 intra-op thread,
       batch of 1 image.
 cuda: torch on the GPU (bf16), CUDA-event timing, batch 1 and 64 images; 2:4 linear layers are
@@ -29,7 +29,7 @@ from torch import nn
 from benchmarks._harness import argument_parser, write_result
 from latency_models._timing import time_calls
 from search_spaces.arch import pattern_level
-from search_spaces.layers import ConvMlp, Mlp
+from search_spaces.ops import ConvMlp, Mlp
 from search_spaces.sparse import sparsify_pair
 
 # (op, width, hidden, tokens or feature-map side) as the default spaces use them:

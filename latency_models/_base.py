@@ -8,7 +8,7 @@ A profiler turns an architecture (search_spaces.arch.Arch) into a LatencyResult.
   with every trial; together with the hardware fingerprint it says what a figure is valid for.
 * ``measure(arch, model=None)`` -- the figure for ``arch``. ``model`` is the static network
   when the caller already has it (e.g. extracted from the supernet); a profiler must not depend
-  on its weights, so it may build a fresh one with ``search_spaces.layers.build_model``.
+  on its weights, so it may build a fresh one with ``search_spaces.networks.build_model``.
 * ``measured`` -- True for a profiler that times real runs: its figures hold only for the
   hardware fingerprint they were taken on, and are cached in SQL (latency_models.cache).
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from latency_models._base import LatencyResult, input_shape_for
 from search_spaces.arch import Arch
-from search_spaces.layers import build_model
+from search_spaces.networks import build_model
 
 
 class ModuleProfiler(abc.ABC):

@@ -9,6 +9,7 @@ the predictor measures each once (a lookup table) and learns how they add up.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +27,8 @@ from search_spaces.arch import (
     kept,
     pattern_n_m,
 )
-from search_spaces.layers import (
-    Attention,
-    ConvMlp,
-    Downsample,
-    HybridNet,
-    Mlp,
-    Pooling,
-    VisionTransformer,
-    init_weights,
-)
+from search_spaces.networks import HybridNet, VisionTransformer, init_weights
+from search_spaces.ops import ConvMlp, Downsample, Mlp, token_mixer
 
 # Kinds of block, and the group each one's figure is summed into (a feature of the predictor).
 GROUPS = {
@@ -84,7 +77,7 @@ def _layer_blocks(layer: LayerConfig, dim: int, grid: int, head_dim: int, activa
     shape = (grid * grid, dim)
     blocks = []
     if layer.attention != "none":
-        heads = 0 if layer.attention == "pool" else layer.num_heads
+        heads = 0 if layer.attention == "pool" else layer.num_heads  # pooling has no heads: one entry
         blocks.append(
             BlockSpec.of("mixer", shape, grid=grid, head_dim=head_dim, heads=heads, attention=layer.attention)
         )
@@ -93,10 +86,29 @@ def _layer_blocks(layer: LayerConfig, dim: int, grid: int, head_dim: int, activa
     return blocks
 
 
+# family tag -> the blocks an architecture of that family runs, filled by @decomposes
+DECOMPOSERS: dict[str, Callable[[Arch], list[BlockSpec]]] = {}
+
+
+def decomposes(family: str):
+    """Register how architectures of ``family`` (an ``Arch`` family tag) split into blocks."""
+
+    def register(function):
+        DECOMPOSERS[family] = function
+        return function
+
+    return register
+
+
 def decompose(arch: Arch) -> list[BlockSpec]:
     """The blocks ``arch`` runs, in order."""
-    if isinstance(arch, HybridArchConfig):
-        return _decompose_hybrid(arch)
+    if arch.family not in DECOMPOSERS:
+        raise ValueError(f"the latency predictor cannot split {arch.family!r} architectures into blocks")
+    return DECOMPOSERS[arch.family](arch)
+
+
+@decomposes("vit")
+def _decompose_vit(arch: ArchConfig) -> list[BlockSpec]:
     dim, grid = arch.embed_dim, arch.image_size // arch.patch_size
     blocks = [BlockSpec.of("vit_stem", arch.input_shape, patch_size=arch.patch_size, dim=dim)]
     for layer in arch.layers:
@@ -105,6 +117,7 @@ def decompose(arch: Arch) -> list[BlockSpec]:
     return blocks
 
 
+@decomposes("hybrid")
 def _decompose_hybrid(arch: HybridArchConfig) -> list[BlockSpec]:
     first = arch.stages[0].width
     blocks = [BlockSpec.of("hybrid_stem", arch.input_shape, width=first)]
@@ -152,8 +165,7 @@ class _Call(nn.Module):
 def _mixer(shape, grid: int, head_dim: int, heads: int, attention: str) -> nn.Module:
 
     dim = shape[1]
-    body = Pooling(grid) if attention == "pool" else Attention(dim, heads, head_dim, attention, grid)
-    return Residual(nn.LayerNorm(dim), body)
+    return Residual(nn.LayerNorm(dim), token_mixer(attention, dim, heads, head_dim, grid))
 
 
 def _mlp(shape, hidden: int, activation: str, pattern: str) -> nn.Module:

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from latency_models._base import LatencyResult, register_profiler
 from search_spaces.arch import ArchConfig
-from search_spaces.layers import build_model
+from search_spaces.networks import build_model
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

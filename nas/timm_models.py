@@ -23,7 +23,7 @@ from torch import nn
 
 from infra.errors import UserError
 from search_spaces.arch import arch_from_dict
-from search_spaces.layers import build_model
+from search_spaces.networks import build_model
 
 
 def timm_name(manifest: dict) -> str:

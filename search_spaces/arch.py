@@ -4,7 +4,8 @@ The search space produces it, the supernet runs it, profilers measure it, the st
 (as JSON in a trial's user attributes) and the exporter builds it. It is frozen, validated on
 construction, round-trips through JSON/YAML and has a stable ``key()``. Two families share
 that contract: ``ArchConfig`` (a plain vision transformer) and ``HybridArchConfig`` (conv stages
-at high resolution, attention after spatial reduction); ``arch_from_dict`` reads either.
+at high resolution, attention after spatial reduction); ``arch_from_dict`` reads either by the
+``family`` tag its ``to_dict()`` carries.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ class Arch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        data = dict(data)
-        family = data.pop("family", cls.family)
+        family = _family_of(data)
+        data = {name: value for name, value in data.items() if name != "family"}
         if family != cls.family:
             raise ArchError(f"a {family!r} architecture is not a {cls.__name__} ({cls.family!r})")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -359,12 +360,19 @@ class HybridArchConfig(Arch, family="hybrid"):
         return f"{' | '.join(parts)} {self.activation}"
 
 
-def arch_from_dict(data: dict[str, Any]) -> Arch:
-    """An architecture of any family from its ``to_dict()``. Records written before the family
-    tag existed are read by their fields (hybrids are the ones with stages)."""
+def _family_of(data: Any) -> str:
+    """The ``family`` tag of an architecture record; every ``to_dict()`` writes it and every reader
+    requires it (no record in the repository lacks it: the tag is never guessed from the fields)."""
     if not isinstance(data, dict):
         raise ArchError(f"an architecture is a mapping of its fields, got {type(data).__name__}")
-    family = data.get("family", "hybrid" if "stages" in data else "vit")
+    if "family" not in data:
+        raise ArchError(f"an architecture needs its 'family' key (one of: {', '.join(FAMILIES)})")
+    return data["family"]
+
+
+def arch_from_dict(data: dict[str, Any]) -> Arch:
+    """An architecture of any family from its ``to_dict()``, by its ``family`` tag."""
+    family = _family_of(data)
     if family not in FAMILIES:
         raise ArchError(f"unknown architecture family {family!r}; known: {', '.join(FAMILIES)}")
     return FAMILIES[family].from_dict(data)

@@ -197,7 +197,10 @@ class SearchSpace(abc.ABC):
 
     @abc.abstractmethod
     def axes(self) -> dict[str, str]:
-        """Axis name -> human description of its choices."""
+        """Axis name -> human description of its choices: the rows ``nas spaces`` prints, in
+        order. A space adds any derived row it has here too (the vit space's "width vs depth",
+        its widest-shallow and narrowest-deep members of comparable size), so callers print
+        ``axes()`` and ask nothing else."""
 
     @abc.abstractmethod
     def size(self) -> int:

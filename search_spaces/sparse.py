@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from search_spaces.arch import BLOCK_SIZE, kept, pattern_n_m
-from search_spaces.layers import Mlp
+from search_spaces.ops import Mlp
 
 SR_STE_DECAY = 2e-4
 

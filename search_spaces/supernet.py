@@ -18,7 +18,8 @@ from torch import nn
 from torch.func import functional_call
 
 from search_spaces.arch import Arch, ArchConfig, ConvBlockConfig, LayerConfig, hidden_width
-from search_spaces.layers import Attention, SparsePair, init_weights, static_model
+from search_spaces.networks import init_weights, static_model
+from search_spaces.ops import Attention, SparsePair
 from search_spaces.sparse import sparsify_pair, to_semi_structured
 
 

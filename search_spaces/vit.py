@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import torch
+
 from search_spaces.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
 from search_spaces.base import (
     SearchSpace,
@@ -21,7 +23,7 @@ from search_spaces.base import (
     choose,
     choose_int,
 )
-from search_spaces.layers import static_model
+from search_spaces.networks import static_model
 from search_spaces.supernet import VitSupernet
 
 __all__ = ["SpaceError", "VitSpace"]
@@ -116,15 +118,8 @@ class VitSpace(SearchSpace):
         """The width-vs-depth range at comparable size: the widest member at the least depth,
         and the narrowest embed_dim at the most depth with the per-layer heads and MLP ratio
         that bring its parameter count closest to the wide one's."""
-        import torch
-
         wide = self.largest()
         wide = dataclasses.replace(wide, layers=wide.layers[: self.min_depth])
-
-        def params(arch: ArchConfig) -> int:
-            with torch.device("meta"):
-                return sum(p.numel() for p in static_model(arch).parameters())
-
         deep_members = [
             dataclasses.replace(
                 wide,
@@ -134,11 +129,11 @@ class VitSpace(SearchSpace):
             for h in self.num_heads
             for r in self.mlp_ratio
         ]
-        target = params(wide)
-        return wide, min(deep_members, key=lambda arch: abs(params(arch) - target))
+        target = _param_count(wide)
+        return wide, min(deep_members, key=lambda arch: abs(_param_count(arch) - target))
 
     def axes(self) -> dict[str, str]:
-        return {
+        axes = {
             "patch_size": str(self.patch_size)
             + (
                 f" (of {self.patch_size_choices} at {self.image_size} px)"
@@ -152,8 +147,20 @@ class VitSpace(SearchSpace):
             "layer<i>.attention": str(self.attention),
             "activation": str(self.activation),
         } | self.mlp.axes("layer<i>")
+        wide, deep = self.width_depth_extremes()
+        axes["width vs depth"] = (
+            f"{wide.summary()}: {_param_count(wide):,} params ... "
+            f"{deep.summary()}: {_param_count(deep):,} params"
+        )
+        return axes
 
     def size(self) -> int:
         per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention) * self.mlp.options()
         fixed = len(self.patch_size) * len(self.embed_dim) * len(self.activation)
         return fixed * sum(per_layer**d for d in range(self.min_depth, self.max_depth + 1))
+
+
+def _param_count(arch: ArchConfig) -> int:
+    """Parameters of ``arch``'s network, counted on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in static_model(arch).parameters())

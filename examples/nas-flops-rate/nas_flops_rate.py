@@ -2,7 +2,7 @@
 
 from latency_models import LatencyResult
 from latency_models.flops import count_flops
-from search_spaces.layers import build_model
+from search_spaces.networks import build_model
 
 
 class FlopsRateProfiler:

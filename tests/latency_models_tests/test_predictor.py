@@ -12,7 +12,7 @@ import torch
 from latency_models import create_profiler
 from latency_models.blocks import decompose
 from latency_models.predictor import Predictor, PredictorProfiler, space_blocks
-from search_spaces.layers import build_model
+from search_spaces.networks import build_model
 from tests.conftest import nas_in_process as run_nas
 
 

@@ -3,7 +3,7 @@ import torch
 
 from latency_models import LatencyProfiler, LatencyResult, create_profiler, list_profilers
 from latency_models.flops import count_flops
-from search_spaces.layers import build_model
+from search_spaces.networks import build_model
 
 
 def test_registry_lists_builtins_and_rejects_unknown_names():

@@ -9,8 +9,8 @@ import torch
 
 from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
-from nas.train import activation_sparsity
-from search_spaces.layers import TopKReLU
+from nas.supernet_training import activation_sparsity
+from search_spaces.ops import TopKReLU
 from search_spaces.supernet import VitSupernet
 from search_spaces.vit import VitSpace
 from tests.conftest import VIT

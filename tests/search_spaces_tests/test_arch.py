@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from search_spaces.arch import ArchConfig, ArchError, LayerConfig
+from search_spaces.arch import FAMILIES, ArchConfig, ArchError, HybridArchConfig, LayerConfig, arch_from_dict
 
 
 def make(**overrides) -> ArchConfig:
@@ -78,3 +78,42 @@ def test_derived_properties():
     assert arch.mlp_hidden(arch.layers[0]) == 64
     assert arch.input_shape == (1, 28, 28)
     assert arch.summary() == "p7 d32 L2 [2h/2x/sm 1h/1x/lin] gelu"
+
+
+def small_hybrid() -> HybridArchConfig:
+    return HybridArchConfig(
+        image_size=28,
+        in_channels=1,
+        num_classes=10,
+        head_dim=8,
+        activation="gelu",
+        stages=(
+            {"width": 16, "conv_blocks": [{"expansion": 2, "conv_pattern": "2:4", "conv_sparsity": 0.5}]},
+            {"width": 32, "attention_blocks": [{"num_heads": 2, "mlp_ratio": 2, "attention": "sqa"}]},
+        ),
+        space="test",
+    )
+
+
+def test_keys_are_pinned():
+    """key() is the latency-table and study identity: these values were computed before the ops
+    and networks moved out of layers.py, and must never change."""
+    assert make().key() == "00b4592c783991ea8e7c1516fab917ec44f59fbf"
+    assert small_hybrid().key() == "8a6521801b692d58561dbde48b31aec7134e0b4c"
+
+
+@pytest.mark.parametrize("arch", [make(), small_hybrid()], ids=["vit", "hybrid"])
+def test_every_record_carries_its_family_and_every_reader_requires_it(arch):
+    data = arch.to_dict()
+    assert data["family"] == arch.family and arch_from_dict(data) == arch
+    del data["family"]  # never guessed from the fields (no stored record lacks the tag)
+    with pytest.raises(ArchError, match="needs its 'family' key") as error:
+        arch_from_dict(data)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ArchError, match="needs its 'family' key"):
+        type(arch).from_dict(data)
+    other = next(family for family in FAMILIES if family != arch.family)
+    with pytest.raises(ArchError, match=f"a {other!r} architecture is not"):
+        type(arch).from_dict(data | {"family": other})
+    with pytest.raises(ArchError, match="unknown architecture family 'cnn'"):
+        arch_from_dict(data | {"family": "cnn"})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from search_spaces.arch import ATTENTIONS
-from search_spaces.layers import Attention, Pooling, local_mask
+from search_spaces.ops import TOKEN_MIXERS, Attention, Pooling, local_mask, token_mixer
 from search_spaces.supernet import VitSupernet
 from search_spaces.vit import VitSpace
 from tests.conftest import VIT, assert_extracts_and_exports
@@ -45,7 +45,7 @@ def test_variant_extracts_exactly_and_exports(space, supernet, kind):
 
 
 def test_kv_heads_of_grouped_and_multi_query_attention():
-    gqa, mqa = Attention(64, 4, 16, "gqa", 7), Attention(64, 4, 16, "mqa", 7)
+    gqa, mqa = token_mixer("gqa", 64, 4, 16, 7), token_mixer("mqa", 64, 4, 16, 7)
     assert (gqa.num_heads, gqa.num_kv_heads) == (4, 2) and (mqa.num_heads, mqa.num_kv_heads) == (4, 1)
     assert gqa.qkv.out_features == (4 + 2 * 2) * 16 and mqa.qkv.out_features == (4 + 2) * 16
     # With identical K/V heads, GQA equals multi-head attention on repeated heads.
@@ -54,11 +54,11 @@ def test_kv_heads_of_grouped_and_multi_query_attention():
 
 
 def test_sparse_query_attention_has_fewer_query_heads_than_kv_heads():
-    sqa = Attention(64, 4, 16, "sqa", 7)
+    sqa = token_mixer("sqa", 64, 4, 16, 7)
     assert (sqa.num_heads, sqa.num_kv_heads) == (2, 4)
     assert sqa.qkv.out_features == (2 + 2 * 4) * 16 and sqa.proj.in_features == 4 * 16
     # Equivalent to softmax attention whose query heads come in identical pairs.
-    mha = Attention(64, 4, 16, "softmax", 7)
+    mha = Attention(64, 4, 16, 7)
     with torch.no_grad():
         q_weight, kv_weight = sqa.qkv.weight.split([32, 128])
         q_bias, kv_bias = sqa.qkv.bias.split([32, 128])
@@ -70,6 +70,16 @@ def test_sparse_query_attention_has_fewer_query_heads_than_kv_heads():
         torch.testing.assert_close(sqa(x), mha(x))
 
 
+def test_every_attention_kind_but_none_has_a_registered_mixer_sharing_the_layout():
+    assert set(TOKEN_MIXERS) == set(ATTENTIONS) - {"none"}
+    for kind in set(ATTENTIONS) - {"none", "pool"}:
+        mixer = token_mixer(kind, 64, 4, 16, 7)
+        assert isinstance(mixer, Attention)  # qkv/proj layout: what the supernet slices
+        assert mixer(torch.rand(2, 49, 64)).shape == (2, 49, 64)
+    with pytest.raises(ValueError, match="unknown token mixer 'magic'"):
+        token_mixer("magic", 64, 4, 16, 7)
+
+
 def test_local_mask_is_a_3x3_neighbourhood():
     mask = local_mask(4, 1)
     assert mask.shape == (16, 16) and mask.diagonal().all()
@@ -78,7 +88,7 @@ def test_local_mask_is_a_3x3_neighbourhood():
 
 
 def test_none_skips_the_mixer_and_pool_has_no_weights(space):
-    from search_spaces.layers import build_model
+    from search_spaces.networks import build_model
 
     none = build_model(with_attention(space.smallest(), "none"))
     assert not any("attn" in n or "norm1" in n for n, _ in none.named_parameters())

@@ -10,7 +10,8 @@ import torch
 
 from search_spaces.arch import ArchError, ConvBlockConfig, HybridArchConfig, LayerConfig, arch_from_dict
 from search_spaces.hybrid import HybridSpace
-from search_spaces.layers import ConvMlp, Downsample, HybridNet
+from search_spaces.networks import HybridNet
+from search_spaces.ops import ConvMlp, Downsample
 from search_spaces.supernet import HybridSupernet
 from search_spaces.vit import SpaceError
 from tests.conftest import HYBRID, assert_extracts_and_exports
@@ -38,7 +39,7 @@ def test_round_trip_key_and_family_dispatch():
     assert isinstance(arch.stages[1].attention_blocks[0], LayerConfig)
     assert HybridArchConfig.from_json(arch.to_json()) == arch
     assert HybridArchConfig.from_yaml(arch.to_yaml()) == arch
-    assert arch_from_dict(json.loads(arch.to_json())) == arch  # hybrids have stages
+    assert arch_from_dict(json.loads(arch.to_json())) == arch  # by its "family" tag
     assert arch_from_dict(json.loads(arch.to_json())).key() == arch.key()
     assert arch.depth == 2 and arch.resolutions() == [14, 7]
     assert small_arch(activation="relu").key() != arch.key()

@@ -33,7 +33,7 @@ def test_sample_is_seeded(vit_space):
 
 def test_largest_and_smallest_bound_every_member(vit_space):
     from latency_models.flops import count_flops
-    from search_spaces.layers import build_model
+    from search_spaces.networks import build_model
 
     def cost(arch):
         return count_flops(build_model(arch), arch.input_shape)

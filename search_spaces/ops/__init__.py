@@ -1,0 +1,47 @@
+"""Reusable ops of the static networks (like timm/layers): activations, token mixers (attention
+variants, pooling), sparse pairs (MLP, conv MLP) and the residual blocks built from them."""
+
+from search_spaces.ops.activation import TopKReLU, make_activation
+from search_spaces.ops.attention import (
+    TOKEN_MIXERS,
+    Attention,
+    GroupedQueryAttention,
+    LinearAttention,
+    LocalAttention,
+    MultiQueryAttention,
+    Pooling,
+    SlabAttention,
+    SparseQueryAttention,
+    attention_heads,
+    local_mask,
+    register_mixer,
+    relu_linear_attention,
+    token_mixer,
+)
+from search_spaces.ops.blocks import Block, ConvBlock, Downsample
+from search_spaces.ops.mlp import ConvMlp, Mlp, SparsePair
+
+__all__ = [
+    "TOKEN_MIXERS",
+    "Attention",
+    "Block",
+    "ConvBlock",
+    "ConvMlp",
+    "Downsample",
+    "GroupedQueryAttention",
+    "LinearAttention",
+    "LocalAttention",
+    "Mlp",
+    "MultiQueryAttention",
+    "Pooling",
+    "SlabAttention",
+    "SparsePair",
+    "SparseQueryAttention",
+    "TopKReLU",
+    "attention_heads",
+    "local_mask",
+    "make_activation",
+    "register_mixer",
+    "relu_linear_attention",
+    "token_mixer",
+]

@@ -1,5 +1,5 @@
 """What the benchmark scripts share: the composed config and the objects built from it (through
-the package: ``nas.config``, ``nas.search.setup.prepare``, ``nas.train``), result files that say
+the package: ``nas.config``, ``nas.search.setup.prepare``, ``nas.supernet_training``), result files that say
 where, when and from which commit they came, paired statistics, and the environment of a real
 ``nas search`` subprocess. Run every script from the repository root as ``python -m
 benchmarks.<name>``; nothing needs installing there beyond the dependencies.
@@ -84,9 +84,9 @@ def fresh_cache_dir(given: str | None = None) -> Path:
 
 
 def train_supernet(setup, progress: bool = True):
-    """``nas.train.train_supernet`` with the setup's space, data, split and recipe, exactly as
+    """``nas.supernet_training.train_supernet`` with the setup's space, data, split and recipe, exactly as
     ``nas search`` calls it (cache_dir, device and checkpoint interval from the config)."""
-    from nas.train import train_supernet as nas_train_supernet
+    from nas.supernet_training import train_supernet as nas_train_supernet
 
     cfg = setup.cfg
     return nas_train_supernet(

@@ -70,7 +70,7 @@ def main() -> None:
 
     from types import SimpleNamespace
 
-    from nas.retrain import timm_model
+    from nas.training.baselines import timm_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = device == "cuda"

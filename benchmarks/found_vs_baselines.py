@@ -43,8 +43,8 @@ def main() -> None:
 
     from nas.config import instantiate
     from nas.report import _retrained, _score
-    from nas.retrain import Normalized, timm_model
     from nas.study import load_existing_study, reading_storage, trial_arch
+    from nas.training.baselines import Normalized, timm_model
 
     storage = f"sqlite:///{Path(args.dir).resolve() / 'nas.db'}"
     with reading_storage(storage) as opened:

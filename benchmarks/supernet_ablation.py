@@ -5,12 +5,12 @@
         --variant distill supernet.distill=true --variant labels supernet.distill=false
 
 Each variant is a list of overrides on top of the common ones (the positional arguments); every
-variant's supernet is trained by nas.train.train_supernet from the setup nas search would build
+variant's supernet is trained by nas.supernet_training.train_supernet from the setup nas search would build
 (nas.search.setup.prepare), so it follows the package's recipe (sandwich rule: the largest, the
 smallest and ``supernet.num_random`` random members per step; ``supernet.distill`` for in-place
 distillation from the largest; warm-up and cosine schedule, label smoothing) on the search's own
 split. Prints the validation top-1 of the largest and smallest members per variant. Without
-``--variant`` the default grid below runs (the ablation of BENCHMARKS.md, section 2).
+``--variant`` the default grid below runs (the ablation of BENCHMARKS.md, section 3).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
         supernet.epochs=3 device=cpu --trials 20 --out supernet.json
 
 Builds the search setup of ``nas search <overrides>`` (nas.search.setup.prepare) and trains its
-supernet with nas.train.train_supernet in a fresh cache folder (``--cache-dir`` to reuse or
+supernet with nas.supernet_training.train_supernet in a fresh cache folder (``--cache-dir`` to reuse or
 resume one): training time, validation top-1 of the largest and smallest members with inherited
 weights (and test-set top-1 where the dataset has a test split), then what one search trial
 costs on this machine, timed on ``--trials`` random members: scoring (extract + top-1 on the
@@ -33,7 +33,7 @@ def trial_cost(setup, net, n: int) -> dict:
     """Medians over ``n`` random members of a trial's two costs, as the search pays them (on
     the CPU, where candidates are scored and latency is measured)."""
     from latency_models.flops import count_flops
-    from nas.train import evaluate
+    from nas.supernet_training import evaluate
 
     net = net.cpu()
     val = setup.data.subset(setup.val_idx)
@@ -61,7 +61,7 @@ def trial_cost(setup, net, n: int) -> dict:
 
 def test_top1(setup, trained) -> dict | None:
     """Top-1 of the extremes on the dataset's test split, where it has one."""
-    from nas.train import evaluate
+    from nas.supernet_training import evaluate
 
     test = setup.data.test  # the dataset's own test split (the embedded data has none)
     if test is None:

@@ -86,17 +86,7 @@ def _spaces(cfg, config_dirs, console) -> int:
     for column in ("space", "members", "axis", "choices"):
         table.add_column(column)
     for name, space in spaces.items():
-        axes = space.axes()
-        if hasattr(space, "width_depth_extremes"):
-            from latency_models.flops import count_params
-            from search_spaces.layers import build_model
-
-            wide, deep = space.width_depth_extremes()
-            axes["width vs depth"] = (
-                f"{wide.summary()}: {count_params(build_model(wide)):,} params ... "
-                f"{deep.summary()}: {count_params(build_model(deep)):,} params"
-            )
-        for i, (axis, choices) in enumerate(axes.items()):
+        for i, (axis, choices) in enumerate(space.axes().items()):
             table.add_row(name if i == 0 else "", f"{space.size():,}" if i == 0 else "", axis, choices)
         table.add_section()
     console.print(table)
@@ -150,7 +140,7 @@ def _report(cfg, config_dirs, console) -> int:
 
 
 def _train(cfg, config_dirs, console) -> int:
-    from nas.retrain import run_train
+    from nas.training.command import run_train
 
     return run_train(cfg, config_dirs, console)
 

@@ -40,7 +40,7 @@ from nas.study import (
     trial_arch,
     write_pareto_files,
 )
-from nas.train import evaluate, train_supernet
+from nas.supernet_training import evaluate, train_supernet
 
 TEST_BATCH = 1000  # images per forward pass when scoring the front on the test split
 

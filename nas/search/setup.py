@@ -18,7 +18,7 @@ from latency_models.hardware import fingerprint
 from nas.config import check_writable, group_options, instantiate, instantiate_space, to_container
 from nas.data import ImageData
 from nas.latency import build_profiler
-from nas.train import Recipe, resolve_device, supernet_key
+from nas.supernet_training import Recipe, resolve_device, supernet_key
 from search_spaces.base import SearchSpace
 
 

@@ -22,7 +22,7 @@ from latency_models.hardware import device_lock, fingerprint
 from nas.config import instantiate
 from nas.search.setup import Setup
 from nas.study import LockedSampler, objective_value, open_storage
-from nas.train import activation_sparsity, evaluate, resolve_device, train_supernet
+from nas.supernet_training import activation_sparsity, evaluate, resolve_device, train_supernet
 
 DONE, STOPPED = 0, 3  # worker exit statuses: n_trials reached; too many failures in a row
 SAMPLER_SEED_STRIDE = 7919  # a prime: workers (and reruns) of one study draw different seeds

@@ -18,7 +18,7 @@ from infra.errors import UserError
 from nas.checkpoint import load_checkpoint
 from nas.config import compose
 from nas.search.setup import prepare
-from nas.train import train_supernet
+from nas.supernet_training import train_supernet
 from tests.conftest import REPO
 
 # Four steps of 1,024 images: long enough to train, short enough that two processes' different

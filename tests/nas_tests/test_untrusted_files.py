@@ -79,7 +79,7 @@ def trained(tmp_path_factory):
 
 
 def train(setup, cache: Path):
-    from nas.train import train_supernet
+    from nas.supernet_training import train_supernet
 
     return train_supernet(
         setup.space, setup.space_config, setup.data, setup.train_idx, setup.val_idx, setup.split,
@@ -139,7 +139,7 @@ def test_a_tampered_supernet_checkpoint_is_refused_before_training(trained, tmp_
 
 def retrain_inputs(space):
     from nas.data import ImageData
-    from search_spaces.layers import build_model
+    from search_spaces.networks import build_model
 
     images = torch.randint(
         0, 256, (32, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -150,7 +150,8 @@ def retrain_inputs(space):
 
 
 def test_a_stand_alone_trainings_checkpoint_with_optimizer_and_ema_loads_as_data(tiny_space, tmp_path):
-    from nas.retrain import RetrainRecipe, retrain
+    from nas.training.loop import retrain
+    from nas.training.recipe import RetrainRecipe
 
     model, data = retrain_inputs(tiny_space)
     recipe = RetrainRecipe(epochs=2, batch_size=8, warmup_epochs=0, ema_decay=0.9)
@@ -169,7 +170,8 @@ def test_a_stand_alone_trainings_checkpoint_with_optimizer_and_ema_loads_as_data
 
 @pytest.mark.parametrize("damage", ["code", "truncated"])
 def test_a_tampered_stand_alone_training_checkpoint_is_refused(tiny_space, tmp_path, damage):
-    from nas.retrain import RetrainRecipe, retrain
+    from nas.training.loop import retrain
+    from nas.training.recipe import RetrainRecipe
 
     model, data = retrain_inputs(tiny_space)
     run_dir, marker = tmp_path / "run", tmp_path / "MARKER"
@@ -188,7 +190,12 @@ def test_a_tampered_stand_alone_training_checkpoint_is_refused(tiny_space, tmp_p
 
 
 def spec_of(marker: Path) -> dict:
-    return {"target": "nas.train:train_supernet", "args": (RunsCode(marker),), "kwargs": {}, "device": "cpu"}
+    return {
+        "target": "nas.supernet_training:train_supernet",
+        "args": (RunsCode(marker),),
+        "kwargs": {},
+        "device": "cpu",
+    }
 
 
 def test_a_distributed_spec_without_the_launchers_hmac_is_never_unpickled(tmp_path):

@@ -15,7 +15,7 @@ from nas.search.executors import InProcessExecutor, LocalExecutor, RayExecutor
 from nas.search.setup import prepare
 from nas.search.worker import DONE, STOPPED, work
 from nas.study import OBJECTIVES, open_storage
-from nas.train import train_supernet
+from nas.supernet_training import train_supernet
 
 
 @pytest.fixture

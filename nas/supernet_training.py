@@ -4,8 +4,17 @@ Each step trains the largest member, the smallest and ``num_random`` seeded rand
 the labels (with ``distill=True`` the smaller members learn from the largest member's soft
 predictions instead; in the short default recipe that hurt, see BENCHMARKS.md). Checkpoints
 are written atomically every ``checkpoint_every_s`` seconds, so a killed run resumes where it
-stopped; the finished supernet is cached under a key of (space, data, split, recipe) and reused
-by later searches.
+stopped (``nas.resumable``, the loop stand-alone training shares); the finished supernet is cached
+under a key of (space, data, split, recipe) and reused by later searches.
+
+Also the helpers both trainings and the search use: ``resolve_device``, ``check_ranges`` (recipe
+ranges), ``channel_stats`` (normalisation), ``evaluate`` (top-1) and ``activation_sparsity``.
+
+Over 400 lines: ``train_supernet`` is one loop whose step closes over the supernet, optimizer,
+member pool, CUDA graphs and profiling window; the checkpointing and seeding are in
+``nas.resumable`` and the CUDA graphs in ``nas.member_graphs`` already, and the helpers above
+stay here so that their import path (``nas.search``, ``nas.training``, benchmarks) is the
+module's as before.
 """
 
 from __future__ import annotations
@@ -26,24 +35,35 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from infra.errors import UserError
 from nas import status
 from nas.augment import random_flip, random_translate
 from nas.checkpoint import load_checkpoint, save_atomic
 from nas.data import ImageData
 from nas.distributed import Rank, average_gradients, launch
+from nas.member_graphs import MemberGraphs
 from nas.records import file_safe
+from nas.resumable import EPOCH_SEED_STRIDE, STEP_SEED_STRIDE, ResumableLoop, epoch_seed
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
-from search_spaces.layers import SparsePair
+from search_spaces.ops import SparsePair
 from search_spaces.supernet import Supernet
 
-# Per-epoch data order and per-step sandwich members are seeded from (recipe seed, epoch / step):
-# a rerun or a resumed run repeats them exactly. The strides (primes larger than any epoch or step
-# count) keep the streams of different recipe seeds apart.
-EPOCH_SEED_STRIDE = 100_003
-STEP_SEED_STRIDE = 1_000_003
-PROGRESS_EVERY = 50  # steps between progress updates (each waits for the GPU to read the loss)
+__all__ = [  # the seed strides live in nas.resumable; importable from here as before
+    "EPOCH_SEED_STRIDE",
+    "STEP_SEED_STRIDE",
+    "MemberGraphs",
+    "Recipe",
+    "TrainedSupernet",
+    "activation_sparsity",
+    "channel_stats",
+    "check_ranges",
+    "evaluate",
+    "member_pool",
+    "resolve_device",
+    "supernet_key",
+    "train_supernet",
+]
+
 PROFILE_SKIP, PROFILE_STEPS = 20, 20  # CUDA: steps skipped (warm-up), then profiled for the busy share
 STATS_SAMPLE = 10_000  # streamed data: images that give the normalisation statistics
 
@@ -212,59 +232,10 @@ def _busy_share(profile: torch.profiler.profile, seconds: float) -> float:
     return round(min(1.0, busy_us / 1e6 / seconds), 3) if seconds > 0 else 0.0
 
 
-class _Member(torch.nn.Module):
-    """One member of the supernet as a module of its own (its parameters: all shared ones), so
-    that torch.cuda.make_graphed_callables can capture its forward and backward."""
-
-    def __init__(self, net: Supernet, arch: Arch) -> None:
-        super().__init__()
-        self.net, self.arch = net, arch
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):  # graphs: no cache
-            return self.net(x, self.arch).float()
-
-
-class MemberGraphs:
-    """Each member's forward + backward captured once as CUDA graphs and replayed: a member of a
-    small supernet launches hundreds to thousands of small kernels, and launching them one by one
-    from Python, not running them, is what a training step costs on a GPU. Each graph has its own
-    memory pool (members replay in any order, so pools cannot be shared): a member is graphed only
-    while the GPU keeps room for twice the largest pool seen so far and ``reserve`` of its memory;
-    the others run eagerly (a large space at a large batch graphs fewer members)."""
-
-    def __init__(self, reserve: float = 0.2) -> None:
-        self.graphed: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-        self.reserve, self.largest_pool = reserve, 0
-
-    def capture(self, net: Supernet, archs: list[Arch], x: torch.Tensor) -> None:
-        """Graphs for ``archs`` (a batch like ``x``), releasing any others. Call it before a
-        step's first forward: a capture must not overlap a live autograd graph of the same
-        parameters. Capturing runs each new member's forward and backward a few times without
-        touching the gradients (BatchNorm statistics do see those batches)."""
-        wanted = {arch.key(): arch for arch in archs}
-        for key in [k for k in self.graphed if k not in wanted]:
-            del self.graphed[key]
-        for key, arch in wanted.items():
-            if key in self.graphed:
-                continue
-            free, total = torch.cuda.mem_get_info(x.device)
-            if free < 2 * self.largest_pool + self.reserve * total:
-                continue  # runs eagerly
-            before = torch.cuda.memory_reserved(x.device)
-            self.graphed[key] = torch.cuda.make_graphed_callables(
-                _Member(net, arch), (x,), allow_unused_input=True
-            )
-            self.largest_pool = max(self.largest_pool, torch.cuda.memory_reserved(x.device) - before)
-
-    def get(self, arch: Arch) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        return self.graphed.get(arch.key())
-
-
 def member_pool(space: SearchSpace, recipe: Recipe, epoch: int, exclude: list[Arch]) -> list[Arch]:
     """The pool random members are drawn from in ``epoch``: ``recipe.member_pool`` distinct
     architectures (not the extremes), seeded by (seed, epoch // pool_epochs), so reruns repeat it."""
-    rng = random.Random(recipe.seed * EPOCH_SEED_STRIDE + epoch // recipe.pool_epochs + 7)
+    rng = random.Random(epoch_seed(recipe.seed, epoch // recipe.pool_epochs) + 7)
     pool, keys = [], {arch.key() for arch in exclude}
     for _ in range(50 * recipe.member_pool):
         if len(pool) == recipe.member_pool:
@@ -312,7 +283,7 @@ def train_supernet(
     if launched:
         args = (space, space_config, data, train_idx, val_idx, split, recipe, cache_dir)
         kwargs = {"device": str(dev), "checkpoint_every_s": checkpoint_every_s, "progress": progress}
-        launch("nas.train:train_supernet", args, kwargs, recipe.devices, dev)
+        launch("nas.supernet_training:train_supernet", args, kwargs, recipe.devices, dev)
         if not final.exists():
             raise RuntimeError(f"distributed supernet training ended without writing {final}")
     if rank is not None:
@@ -344,12 +315,10 @@ def train_supernet(
     share = batch_size // world  # this process's images of each step: rows me*share:(me+1)*share
     steps_per_epoch = len(indices) // batch_size
     total = steps_per_epoch * recipe.epochs
-    step, elapsed = 0, 0.0
-    if partial.exists():
-        saved = load_checkpoint(partial, "cpu", keys=("model", "optimizer", "step", "elapsed_s"))
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step, elapsed = saved["step"], saved["elapsed_s"]
+    # Every process holds the same weights and optimizer state: the first one writes them.
+    state = {"model": net, "optimizer": optimizer}
+    loop = ResumableLoop(partial, state, recipe.seed, steps_per_epoch, total, checkpoint_every_s, me == 0)
+    loop.resume("cpu")
 
     largest, smallest = space.largest(), space.smallest()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -377,27 +346,22 @@ def train_supernet(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    started, last_save, first_step = time.perf_counter(), time.perf_counter(), step
+    first_step = loop.step
     # On CUDA, a window of steps is profiled to measure how busy the GPU was.
     window = range(
         min(total - 1, first_step + PROFILE_SKIP), min(total, first_step + PROFILE_SKIP + PROFILE_STEPS)
     )
     profile, profile_start, busy = None, 0.0, None
 
-    def save_partial() -> None:
-        if me != 0:  # every process holds the same weights and optimizer state
-            return
-        state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-        save_atomic(state | {"elapsed_s": elapsed + time.perf_counter() - started}, partial)
-
     def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator(device=dev).manual_seed(recipe.seed * STEP_SEED_STRIDE + step)
+        step = loop.step
+        generator = torch.Generator(device=dev).manual_seed(loop.step_seed())
         x = random_translate(x, recipe.translate, generator, part)
         x = random_flip(x, generator, part) if recipe.flip else x
         x = x.float().div_(255)
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr_at(step, total, steps_per_epoch)
-        rng = random.Random(recipe.seed * STEP_SEED_STRIDE + step)  # same members on every rerun
+        rng = random.Random(loop.step_seed())  # same members on every rerun
         pool = pools(step // steps_per_epoch, x)
         if recipe.member_pool:  # distinct members: a graph's outputs are overwritten by its replay
             randoms = rng.sample(pool, min(recipe.num_random, len(pool)))
@@ -427,53 +391,37 @@ def train_supernet(
         optimizer.step()
         return first_loss
 
-    with Progress(*columns, disable=not progress or me != 0, transient=False) as bar:
-        task = bar.add_task("train", total=total, completed=step, loss=float("nan"), rate=0.0)
-        try:
-            while step < total:
-                epoch, index = divmod(step, steps_per_epoch)
-                seed = recipe.seed * EPOCH_SEED_STRIDE + epoch  # the epoch's order: (seed, epoch) only
-                order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
-                epoch_batches = order[index * batch_size : steps_per_epoch * batch_size]
-                if world > 1:  # this process's rows of each step's batch
-                    epoch_batches = epoch_batches.view(-1, batch_size)[:, me * share : (me + 1) * share]
-                    epoch_batches = epoch_batches.reshape(-1)
-                for x, y in source.batches(epoch_batches, share, dev, drop_last=True):
-                    if dev.type == "cuda" and step == window.start and me == 0:
-                        torch.cuda.synchronize(dev)
-                        profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
-                        profile.__enter__()
-                        profile_start = time.perf_counter()
-                    first_loss = train_step(x, y)
-                    step += 1
-                    if profile is not None and step == window.stop:
-                        torch.cuda.synchronize(dev)
-                        seconds = time.perf_counter() - profile_start
-                        profile.__exit__(None, None, None)
-                        busy, profile = _busy_share(profile, seconds), None
-                    if step % PROGRESS_EVERY == 0 or step == total:  # reading the loss waits for the GPU
-                        loss_value = first_loss.item()
-                        if not math.isfinite(loss_value):  # stop now, not after the remaining steps
-                            partial.unlink(missing_ok=True)
-                            raise UserError(
-                                f"supernet: training diverged (loss {loss_value}) by step {step} of {total}; "
-                                f"lower supernet.lr (now {recipe.lr}) or raise supernet.warmup_epochs"
-                            )
-                        rate = (step - first_step) * batch_size / (time.perf_counter() - started)
-                        bar.update(task, completed=step, loss=loss_value, rate=rate)
-                        if me == 0:
-                            status.report("supernet", step, total)
-                    now = time.perf_counter()
-                    if now - last_save > checkpoint_every_s and step < total:
-                        save_partial()
-                        last_save = now
-        except KeyboardInterrupt:
-            save_partial()  # Ctrl-C loses nothing; a kill loses at most checkpoint_every_s
-            raise
+    advice = f"lower supernet.lr (now {recipe.lr}) or raise supernet.warmup_epochs"
+    with Progress(*columns, disable=not progress or me != 0, transient=False) as bar, loop.running():
+        task = bar.add_task("train", total=total, completed=loop.step, loss=float("nan"), rate=0.0)
+        for _, epoch_batches in loop.epochs(indices, batch_size):
+            if world > 1:  # this process's rows of each step's batch
+                epoch_batches = epoch_batches.view(-1, batch_size)[:, me * share : (me + 1) * share]
+                epoch_batches = epoch_batches.reshape(-1)
+            for x, y in source.batches(epoch_batches, share, dev, drop_last=True):
+                if dev.type == "cuda" and loop.step == window.start and me == 0:
+                    torch.cuda.synchronize(dev)
+                    profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                    profile.__enter__()
+                    profile_start = time.perf_counter()
+                first_loss = train_step(x, y)
+                loop.step += 1
+                if profile is not None and loop.step == window.stop:
+                    torch.cuda.synchronize(dev)
+                    seconds = time.perf_counter() - profile_start
+                    profile.__exit__(None, None, None)
+                    busy, profile = _busy_share(profile, seconds), None
+                if loop.reads_loss():  # reading the loss waits for the GPU
+                    loss_value = loop.checked(first_loss, "supernet", advice)
+                    rate = (loop.step - first_step) * batch_size / loop.seconds()
+                    bar.update(task, completed=loop.step, loss=loss_value, rate=rate)
+                    if me == 0:
+                        status.report("supernet", loop.step, total)
+                loop.save_when_due()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - started
-    elapsed += seconds
+    seconds = loop.seconds()
+    elapsed = loop.elapsed_s + seconds
     if me != 0:  # the first process evaluates and writes the result
         return TrainedSupernet(net, final, {}, reused=False)
     val = data.subset(val_idx)
@@ -496,5 +444,5 @@ def train_supernet(
         "smallest_top1": evaluate(net, smallest, val.images, val.labels),
     }
     save_atomic({"model": net.state_dict(), "meta": meta}, final)
-    partial.unlink(missing_ok=True)
+    loop.finished()
     return TrainedSupernet(net, final, meta, reused=False)

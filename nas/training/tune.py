@@ -5,6 +5,8 @@ scoring that Optuna's sampler must see at once, so search workers are long-lived
 pull trials from the study. Retraining runs for minutes per candidate, reports validation top-1
 every epoch and benefits from what Tune adds: a scheduler (ASHA) that stops weak candidates
 early, fractional GPUs per trial, and restoring a crashed experiment.
+
+Ray is imported where it is used (startup time): checking the trainer config needs none of it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nas.retrain import Retrained, TrainJobs
+import torch
+
+from nas.search.executors import ray_init
+from nas.training.loop import Retrained
+from nas.training.trainers import TrainJobs
 
 
 def mps_running() -> bool:
@@ -28,7 +34,6 @@ def mps_running() -> bool:
 
 def _train_one(config: dict[str, Any], jobs: TrainJobs, gpus: float, cpus: float) -> None:
     """One Tune trial: trains ``jobs.candidates[config["index"]]``, reporting every epoch."""
-    import torch
     from ray import tune
 
     torch.set_num_threads(max(1, int(cpus)))
@@ -90,8 +95,6 @@ class TuneTrainer:
         import ray
         from ray import tune
 
-        from nas.search.executors import ray_init
-
         names = [c.name for c in jobs.candidates]
         key = hashlib.sha1(
             json.dumps([names, jobs.recipe.key(), jobs.init, jobs.data.name, self.scheduler]).encode()
@@ -145,9 +148,9 @@ class TuneTrainer:
         results: dict[str, Retrained] = {}
         for result in grid:
             candidate = jobs.candidates[result.config["index"]]
-            final = jobs.run_dir(candidate) / "result.json"
-            if final.exists():  # trained to the end (it wrote its figures before its last report)
-                results[candidate.name] = Retrained(**json.loads(final.read_text()))
+            finished = Retrained.read(jobs.run_dir(candidate))
+            if finished is not None:  # trained to the end (it wrote its figures before its last report)
+                results[candidate.name] = finished
                 continue
             if result.error is not None or not result.metrics:
                 raise RuntimeError(f"Tune trial of {candidate.name} failed: {result.error}")
@@ -159,7 +162,7 @@ class TuneTrainer:
                 train_seconds=round(metrics.get("time_total_s", 0.0), 1),
                 params=sum(p.numel() for p in candidate.build().parameters()),
                 recipe=jobs.recipe.__dict__.copy(),
-                init=jobs.init_of(candidate),
+                init=candidate.init_for(jobs.init),
                 device="cuda" if self.gpus_per_trial > 0 else "cpu",
                 resumed=False,
                 stopped_early=True,

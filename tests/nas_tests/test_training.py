@@ -69,7 +69,7 @@ def test_train_a_trial_from_scratch_and_inherited_an_arch_yaml_and_a_timm_model(
 def test_channels_last_trains_a_conv_model_and_keeps_the_recipe_key(study_copy):
     """retrain.channels_last changes how a training runs, not what it trains: the key, and so the
     result a user trained without it, stay the same."""
-    from nas.retrain import RetrainRecipe
+    from nas.training.recipe import RetrainRecipe
 
     # The key of the H200 study's records (benchmarks/results/issue16_h200_study.tgz): fields added
     # to the recipe since must not change it.
@@ -105,7 +105,7 @@ def test_inherit_starts_from_the_supernet_weights(study_copy):
     from nas.export import inherited_model
     from nas.records import STUDY_ATTR
     from nas.study import top1
-    from nas.train import evaluate
+    from nas.supernet_training import evaluate
 
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{study_copy}/nas.db")
     trial = study.trials[0]
@@ -325,7 +325,7 @@ def test_timm_baselines_upsample_as_matrix_products_with_the_same_values():
     import timm
 
     from latency_models.onnx_io import to_onnx
-    from nas.retrain import SeparableUpsample, timm_model
+    from nas.training.baselines import SeparableUpsample, timm_model
 
     data = SimpleNamespace(num_classes=10, in_channels=1, image_size=28)
     ours = timm_model("efficientformerv2_s0", data).eval()
@@ -354,9 +354,51 @@ def test_timm_baselines_upsample_as_matrix_products_with_the_same_values():
 def test_mps_is_seen_where_cuda_clients_look_for_its_control_pipe(tmp_path, monkeypatch):
     """``nas train trainer=tune`` hints at MPS when fractional GPUs would time-slice: the check
     follows CUDA_MPS_PIPE_DIRECTORY as CUDA's clients do."""
-    from nas.tune_train import mps_running
+    from nas.training.tune import mps_running
 
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
     assert not mps_running()
     os.mkfifo(tmp_path / "control")
     assert mps_running()
+
+
+def test_each_candidate_says_how_it_starts_and_where_its_result_is_stored():
+    """The stored keys and records of the three kinds of candidate, exactly as studies hold them
+    (retrained:<name>:<init>:<recipe key>, baseline:<timm name>:<recipe key>; the run's result
+    with its kind and name, a baseline's latency as ``measured``)."""
+    from types import SimpleNamespace
+
+    from nas.records import RunRecord
+    from nas.training.candidates import ArchFile, StudyTrial, TimmBaseline
+    from nas.training.loop import Retrained
+    from nas.training.recipe import RetrainRecipe
+
+    recipe = RetrainRecipe(batch_size=512, lr=0.003)
+    trial = StudyTrial("3", build=lambda: torch.nn.Identity(), inherited_top1=80.0, latency=0.5)
+    arch = ArchFile("arch-abc", build=lambda: torch.nn.Identity())
+    baseline = TimmBaseline("resnet10t", build=lambda: torch.nn.Flatten())
+    assert (trial.init_for("inherit"), arch.init_for("inherit"), baseline.init_for("inherit")) == (
+        "inherit",
+        "scratch",
+        "scratch",
+    )
+    assert trial.record_key("inherit", recipe) == "retrained:3:inherit:5a0af21f5d"
+    assert arch.record_key("scratch", recipe) == "retrained:arch-abc:scratch:5a0af21f5d"
+    assert baseline.record_key("scratch", recipe) == "baseline:resnet10t:5a0af21f5d"
+    assert (trial.label, arch.label, baseline.label) == ("trial 3", "arch-abc", "resnet10t")
+    assert [c.measures_latency for c in (trial, arch, baseline)] == [False, False, True]
+
+    result = Retrained(81.0, None, 30, 12.5, 1000, {"epochs": 30}, "scratch", "cpu", False)
+    assert trial.record(result).to_dict() == result.to_dict() | {"kind": "trial", "name": "3"}
+    assert RunRecord.from_dict(trial.record(result).to_dict()).trial == 3
+
+    figure = SimpleNamespace(median=0.25, to_dict=lambda: {"median": 0.25})
+    profiler = SimpleNamespace(
+        name="onnxruntime", unit="ms", settings=lambda: {"runs": 5}, measure_module=lambda m, shape: figure
+    )
+    baseline.measure(profiler, (1, 28, 28))
+    measured = {"name": "onnxruntime", "unit": "ms", "settings": {"runs": 5}, "latency": {"median": 0.25}}
+    assert baseline.latency == 0.25 and baseline.measured == measured
+    stored = baseline.record(result).to_dict()
+    assert stored == result.to_dict() | {"kind": "baseline", "name": "resnet10t", "measured": measured}
+    assert RunRecord.from_dict(stored).baseline_latency() == (0.25, "ms")

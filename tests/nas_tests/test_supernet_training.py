@@ -67,7 +67,7 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
 
 def test_member_pool_is_seeded_distinct_and_redrawn_every_pool_epochs():
     from benchmarks._harness import load_space
-    from nas.train import Recipe, member_pool
+    from nas.supernet_training import Recipe, member_pool
 
     space = load_space("vit")
     extremes = [space.largest(), space.smallest()]
@@ -89,7 +89,7 @@ def test_recipe_fields_added_later_keep_the_cache_key_at_their_defaults():
     import json
 
     from nas.data import ImageData
-    from nas.train import Recipe, supernet_key
+    from nas.supernet_training import Recipe, supernet_key
 
     data = ImageData("d", torch.arange(4) % 2, 2, 1, 8, images=torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
     recipe = Recipe()

@@ -1,0 +1,263 @@
+"""``nas train``: choose the candidates (a study's trials, an architecture file, timm models),
+measure the baselines' latency, hand the jobs to the ``trainer`` group, store every result with
+the study and print the table."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+from optuna.trial import FrozenTrial
+from rich.table import Table
+
+from infra.errors import UserError
+from infra.storage import sqlite_path
+from latency_models._base import can_time_modules
+from nas import status
+from nas.config import instantiate
+from nas.data import ImageData
+from nas.export import choose_trial, inherited_model
+from nas.latency import build_profiler
+from nas.records import STUDY_ATTR
+from nas.study import latency, load_existing_study, open_storage, reading_storage, top1, trial_arch
+from nas.supernet_training import channel_stats
+from nas.training.baselines import Baselines, normalized_timm_model, timm_model
+from nas.training.candidates import ArchFile, Candidate, StudyTrial, TimmBaseline, scratch_model
+from nas.training.loop import Retrained
+from nas.training.recipe import RetrainRecipe
+from nas.training.trainers import TrainJobs
+from search_spaces.arch import arch_from_dict
+
+STUDY_SOURCES = ("trial", "trials", "front", "latency_budget_ms")  # candidates from a study
+TIMM_SOURCES = ("timm", "timm_baselines")
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The dataset, its training and validation split, and the training images' per-channel
+    mean and std (every candidate normalises with them)."""
+
+    data: ImageData
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def run_train(cfg, config_dirs, console) -> int:
+    """``nas train``: train a study's trial(s), an arch.yaml or a timm model on its own."""
+    source = _chosen_source(cfg)
+    recipe = instantiate("retrain", cfg.retrain)
+    trainer = instantiate("trainer", cfg.trainer)  # every setting checked before any work
+    baselines = instantiate("baselines", cfg.baselines)
+    split = _training_split(cfg)
+    study_name, candidates = _study_candidates(cfg, source, split, recipe)
+    if source == "arch":
+        candidates.append(_arch_file_candidate(Path(cfg.arch), split, recipe))
+    if source in TIMM_SOURCES:
+        candidates += _timm_candidates(cfg, baselines, split)
+    _measure_latencies(cfg.profiler, candidates, split.data, console)
+    jobs = TrainJobs(
+        candidates,
+        split.data,
+        split.train_idx,
+        split.val_idx,
+        recipe,
+        cfg.init,
+        cfg.device,
+        cfg.checkpoint_every_s,
+        Path(cfg.cache_dir).resolve(),  # absolute: Tune trials run in folders of their own
+        bool(cfg.progress),
+    )
+    status.report("training", 0, len(candidates))
+    results = trainer.run(jobs, console)
+    status.report("training", len(candidates), len(candidates))
+    if study_name is not None:  # one writer: the figures land with the study
+        _store_results(cfg, study_name, candidates, results, recipe)
+    console.print(_table(study_name, recipe, cfg.init, candidates, results))
+    return 0
+
+
+def _chosen_source(cfg) -> str:
+    """Which one of the ways to name candidates the command gives (one-line errors otherwise)."""
+    given = {
+        "trial": cfg.trial is not None,
+        "trials": cfg.trials is not None,
+        "front": bool(cfg.front),
+        "latency_budget_ms": cfg.latency_budget_ms is not None,
+        "arch": cfg.arch is not None,
+        "timm": cfg.timm is not None,
+        "timm_baselines": bool(cfg.timm_baselines),
+    }
+    if sum(given.values()) != 1:
+        named = ", ".join(k for k, v in given.items() if v) or "none"
+        raise UserError(
+            "train: give exactly one of trial=N, trials=[N,...], front=true, latency_budget_ms=X, arch=FILE, "
+            f"timm=NAME, timm_baselines=true (got {named})"
+        )
+    if cfg.trials is not None and not cfg.trials:
+        raise UserError("trials: give at least one trial number, e.g. trials=[3,17]")
+    (source,) = (k for k, v in given.items() if v)
+    if cfg.init == "inherit" and source not in STUDY_SOURCES:
+        raise UserError("init: inherit needs a study's trial (trial=, front=true or latency_budget_ms=)")
+    return source
+
+
+def _training_split(cfg) -> TrainingSplit:
+    dataset = instantiate("dataset", cfg.dataset)
+    data = dataset.load()
+    train_idx, val_idx = data.split(val_fraction=dataset.val_fraction, seed=cfg.seed)
+    return TrainingSplit(data, train_idx, val_idx, *channel_stats(data, train_idx))
+
+
+def _study_candidates(
+    cfg, source: str, split: TrainingSplit, recipe: RetrainRecipe
+) -> tuple[str | None, list[Candidate]]:
+    """The study the results go to (None: no study) and its chosen trials. An existing study is
+    used even when the candidates come from elsewhere: baselines are recorded beside it."""
+    uses_study = source in STUDY_SOURCES
+    database = sqlite_path(cfg.storage)
+    if not (uses_study or cfg.study_name is not None or (database is not None and database.is_file())):
+        return None, []
+    with reading_storage(cfg.storage) as storage:
+        study = load_existing_study(storage, cfg.study_name)
+        info = study.user_attrs.get(STUDY_ATTR, {})
+        if info.get("data_fingerprint") not in (None, split.data.fingerprint()):
+            raise UserError(
+                f"dataset: study {study.study_name!r} was searched on {info.get('dataset')!r}, not on "
+                f"{split.data.name!r}; give the dataset settings of its nas search"
+            )
+        chosen = _chosen_trials(cfg, source, study) if uses_study else []
+        candidates: list[Candidate] = [
+            _trial_candidate(trial, cfg.init, info, study.study_name, split, recipe) for trial in chosen
+        ]
+    return study.study_name, candidates
+
+
+def _chosen_trials(cfg, source: str, study: optuna.Study) -> list[FrozenTrial]:
+    if source == "front":
+        chosen = sorted(study.best_trials, key=latency)
+        if not chosen:
+            raise UserError(f"study {study.study_name!r} has no completed trials; run nas search first")
+        return chosen
+    if source == "trials":
+        return [choose_trial(study, number, None) for number in dict.fromkeys(cfg.trials)]
+    return [choose_trial(study, cfg.trial, cfg.latency_budget_ms)]
+
+
+def _trial_candidate(
+    trial: FrozenTrial,
+    init: str,
+    info: dict[str, Any],
+    study_name: str,
+    split: TrainingSplit,
+    recipe: RetrainRecipe,
+) -> StudyTrial:
+    arch = trial_arch(trial)
+    if init == "inherit":
+        build = functools.partial(inherited_model, info, study_name, trial)
+    else:
+        build = functools.partial(scratch_model, arch, recipe.seed, split.mean, split.std)
+    return StudyTrial(str(trial.number), build, top1(trial), latency(trial))
+
+
+def _arch_file_candidate(source: Path, split: TrainingSplit, recipe: RetrainRecipe) -> ArchFile:
+    """The architecture in ``source`` (YAML or JSON), which must fit the dataset."""
+    if not source.is_file():
+        raise UserError(f"arch: {str(source)!r} does not exist")
+    try:
+        arch = arch_from_dict(yaml.safe_load(source.read_text()))
+    except Exception as e:
+        raise UserError(f"arch: {source} is not an architecture: {str(e).splitlines()[0]}") from None
+    data = split.data
+    if (arch.image_size, arch.in_channels, arch.num_classes) != (
+        data.image_size,
+        data.in_channels,
+        data.num_classes,
+    ):
+        raise UserError(
+            f"arch: {source} takes {arch.in_channels}x{arch.image_size}x{arch.image_size} images and "
+            f"{arch.num_classes} classes; dataset {data.name!r} has {data.in_channels}x{data.image_size}x"
+            f"{data.image_size} and {data.num_classes}"
+        )
+    build = functools.partial(scratch_model, arch, recipe.seed, split.mean, split.std)
+    return ArchFile(f"arch-{arch.key()}", build)
+
+
+def _timm_candidates(cfg, baselines: Baselines, split: TrainingSplit) -> list[Candidate]:
+    """``timm=NAME`` (with its baselines-group arguments, or ``timm_kwargs``), or every model of
+    the baselines group; each is built once now, so one that cannot be is a one-line error."""
+    models = {cfg.timm: baselines.models.get(cfg.timm, {})} if cfg.timm is not None else baselines.models
+    candidates: list[Candidate] = []
+    for name, listed in models.items():
+        kwargs = dict(cfg.timm_kwargs if cfg.timm_kwargs is not None else listed)
+        timm_model(name, split.data, **kwargs)  # checked now: one line if it cannot be built
+        build = functools.partial(normalized_timm_model, name, split.data, kwargs, split.mean, split.std)
+        candidates.append(TimmBaseline(name, build))
+    return candidates
+
+
+def _measure_latencies(profiler_node, candidates: list[Candidate], data: ImageData, console) -> None:
+    """The latency of each candidate that wants it measured here (the baselines), by the
+    configured profiler where it can time a bare module (the search's profiler settings give
+    figures comparable with the study's)."""
+    wanted = [c for c in candidates if c.measures_latency]
+    if not wanted:
+        return
+    profiler = build_profiler(profiler_node)
+    if not can_time_modules(profiler):
+        console.print(
+            f"[yellow]profiler {profiler.name} cannot time a timm model: baselines get no latency[/]"
+        )
+        return
+    shape = (data.in_channels, data.image_size, data.image_size)
+    for candidate in wanted:
+        candidate.measure(profiler, shape)
+
+
+def _store_results(
+    cfg, study_name: str, candidates: list[Candidate], results: dict[str, Retrained], recipe: RetrainRecipe
+) -> None:
+    """Each result as one study attribute (``Candidate.record_key``; nas.records.RunRecord)."""
+    storage = open_storage(cfg.storage, cfg.heartbeat_s)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        for candidate in candidates:
+            record = candidate.record(results[candidate.name])
+            study.set_user_attr(candidate.record_key(cfg.init, recipe), record.to_dict())
+    finally:
+        storage.engine.dispose()
+
+
+def _table(
+    study_name: str | None,
+    recipe: RetrainRecipe,
+    init: str,
+    candidates: list[Candidate],
+    results: dict[str, Retrained],
+) -> Table:
+    table = Table(
+        title=f"nas train ({'study ' + repr(study_name) if study_name else 'no study'}; "
+        f"{recipe.epochs} epochs, {recipe.opt} lr {recipe.lr:g}, init {init})"
+    )
+    columns = ("model", "params", "inherited val top-1", "val top-1", "test top-1", "latency", "train s", "")
+    for column in columns:
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for candidate in candidates:
+        r = results[candidate.name]
+        table.add_row(
+            candidate.label,
+            f"{r.params:,}",
+            f"{candidate.inherited_top1:.2f}" if candidate.inherited_top1 is not None else "-",
+            f"{r.val_top1:.2f}",
+            f"{r.test_top1:.2f}" if r.test_top1 is not None else "-",
+            f"{candidate.latency:.4g}" if candidate.latency is not None else "-",
+            f"{r.train_seconds:.1f}",
+            f"stopped at epoch {r.epochs}" if r.stopped_early else "cached" if r.resumed else "done",
+        )
+    return table

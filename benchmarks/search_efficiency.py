@@ -71,7 +71,7 @@ def main() -> None:
     if not (supernets.is_dir() and any(supernets.iterdir())):
         first = next(iter(commands))  # alone: it trains the supernet the others reuse
         walls[first] = round(run_nas(commands.pop(first), work, work / f"{first}.log"), 1)
-    else:  # a supernet trained earlier (copied in, or an earlier call): every run at once
+    else:  # a supernet trained earlier (copied in, or by an earlier run): every run at once
         print(f"supernet found in {supernets}: {len(commands)} searches, {args.parallel} at once")
     walls |= run_nas_many(commands, work, work, args.parallel)
     for seed in args.seeds:

@@ -71,7 +71,7 @@ def test_channels_last_trains_a_conv_model_and_keeps_the_recipe_key(study_copy):
     result a user trained without it, stay the same."""
     from nas.training.recipe import RetrainRecipe
 
-    # The key of the H200 study's records (benchmarks/results/issue16_h200_study.tgz): fields added
+    # The key of the H200 study's records (BENCHMARKS.md, section 4): fields added
     # to the recipe since must not change it.
     assert RetrainRecipe(batch_size=512, lr=0.003).key() == "5a0af21f5d"
     assert RetrainRecipe(channels_last=True).key() == RetrainRecipe().key()

@@ -5,7 +5,9 @@ tensor (N, C, H, W), moved to the training device when it fits) or streamed from
 DataLoader workers when decoding them all would exceed a memory budget. The validation split
 used to score candidates is held out of the training data with a seeded, class-stratified split;
 a dataset's own val/test split (``test``) is kept for the final figures, never for the search.
-The default, ``embedded``, ships with the package and needs no network.
+The default, ``embedded``, ships with the package and needs no network. (One module for the
+four datasets and ImageData, a little over 400 lines: they share the split, the streaming and
+the fingerprint, and each dataset class is a few lines over them.)
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ class RunRecord:
         return "stopped" if self.stopped else "complete"
 
     def baseline_latency(self) -> tuple[float, str] | None:
-        """A baseline's measured (median, unit), or None."""
+        """The (median, unit) measured for this run's own model (a baseline's), or None: a found
+        model's latency is its trial's."""
         try:
             return float(self.measured["latency"]["median"]), str(self.measured["unit"])
         except (KeyError, TypeError, ValueError):

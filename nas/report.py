@@ -97,7 +97,7 @@ def run_report(cfg, config_dirs, console) -> int:
     unit = done[0].user_attrs["latency"]["unit"]
     retrained = _retrained(attrs)
     runs = RunRecord.all_in(attrs).values()
-    measured = [r for r in runs if r.kind == "baseline" and r.baseline_latency() is not None]
+    measured = [r for r in runs if r.baseline_latency() is not None]
     baselines = [r.to_dict() for r in measured if r.baseline_latency()[1] == unit]
 
     everything = [t for trials, _ in studies.values() for t in trials]

@@ -218,7 +218,7 @@ def retrained(name: str, s: Served, who: Reader) -> RetrainedOut:
         common = {"top1": r.score, "epochs": epochs, "planned_epochs": r.planned_epochs, "state": r.state}
         if r.trial in ids:
             found.append(Retrained(trial=r.trial, init=r.init, latency=latency[r.trial], **common))
-        elif r.kind == "baseline" and r.baseline_latency() is not None:
+        elif r.baseline_latency() is not None:
             median, unit = r.baseline_latency()
             params = r.params if isinstance(r.params, int) else None
             baselines.append(Baseline(name=r.name, params=params, latency=median, unit=unit, **common))

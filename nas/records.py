@@ -81,6 +81,7 @@ class RunRecord:
     stopped_early: bool = False  # a scheduler stopped it: figures of its last epoch, not a result
     params: int | None = None
     measured: dict[str, Any] | None = None
+    trials: list[int] = field(default_factory=list)  # every trial of this architecture it stands for
     extra: dict[str, Any] = field(default_factory=dict)  # everything else the run recorded
 
     PREFIXES = ("retrained:", "baseline:")
@@ -122,6 +123,12 @@ class RunRecord:
             return int(self.name)
         except (TypeError, ValueError):
             return None
+
+    def stands_for(self) -> list[int]:
+        """The trials whose architecture this run trained: ``trials`` where recorded (a study
+        where several trials found one architecture trains it once), else its own."""
+        own = [self.trial] if self.trial is not None else []
+        return [t for t in self.trials if isinstance(t, int)] or own
 
     @property
     def score(self) -> float | None:

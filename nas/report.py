@@ -57,8 +57,9 @@ def _retrained(attrs: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Trial number -> its best retrained record (the highest top-1 over inits and recipes)."""
     best: dict[int, RunRecord] = {}
     for record in RunRecord.all_in(attrs).values():
-        number = record.trial
-        if number is not None and record.score is not None:
+        if record.score is None:
+            continue
+        for number in record.stands_for():  # every trial of the architecture it trained
             if number not in best or record.score > best[number].score:
                 best[number] = record
     return {number: record.to_dict() for number, record in best.items()}

@@ -13,6 +13,7 @@ A candidate's class is its contract, so no caller asks what kind it is:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -79,16 +80,24 @@ class Candidate:
 
 @dataclass
 class StudyTrial(Candidate):
-    """A trial of the study: from scratch, or from its supernet weights (``init=inherit``)."""
+    """A trial of the study: from scratch, or from its supernet weights (``init=inherit``).
+    ``same`` are the other trials that found the same architecture: trained once, for all."""
+
+    same: tuple[int, ...] = ()
 
     kind: ClassVar[str] = "trial"
+
+    def record(self, result: Retrained) -> RunRecord:
+        record = super().record(result)
+        return dataclasses.replace(record, trials=[int(self.name), *self.same])
 
     def init_for(self, init: str) -> str:
         return init
 
     @property
     def label(self) -> str:
-        return f"trial {self.name}"
+        also = f" (= {', '.join(map(str, self.same))})" if self.same else ""
+        return f"trial {self.name}{also}"
 
 
 @dataclass

@@ -56,7 +56,13 @@ def run_train(cfg, config_dirs, console) -> int:
     trainer = instantiate("trainer", cfg.trainer)  # every setting checked before any work
     baselines = instantiate("baselines", cfg.baselines)
     split = _training_split(cfg)
-    study_name, candidates = _study_candidates(cfg, source, split, recipe)
+    study_name, trials = _study_candidates(cfg, source, split, recipe)
+    repeats = sum(len(t.same) for t in trials)
+    if repeats:
+        console.print(
+            f"{len(trials) + repeats} trials, {len(trials)} distinct architectures: each trained once"
+        )
+    candidates: list[Candidate] = list(trials)
     if source == "arch":
         candidates.append(_arch_file_candidate(Path(cfg.arch), split, recipe))
     if source in TIMM_SOURCES:
@@ -117,9 +123,10 @@ def _training_split(cfg) -> TrainingSplit:
 
 def _study_candidates(
     cfg, source: str, split: TrainingSplit, recipe: RetrainRecipe
-) -> tuple[str | None, list[Candidate]]:
-    """The study the results go to (None: no study) and its chosen trials. An existing study is
-    used even when the candidates come from elsewhere: baselines are recorded beside it."""
+) -> tuple[str | None, list[StudyTrial]]:
+    """The study the results go to (None: no study) and its chosen trials, one per architecture.
+    An existing study is used even when the candidates come from elsewhere: baselines are
+    recorded beside it."""
     uses_study = source in STUDY_SOURCES
     database = sqlite_path(cfg.storage)
     if not (uses_study or cfg.study_name is not None or (database is not None and database.is_file())):
@@ -132,11 +139,27 @@ def _study_candidates(
                 f"dataset: study {study.study_name!r} was searched on {info.get('dataset')!r}, not on "
                 f"{split.data.name!r}; give the dataset settings of its nas search"
             )
-        chosen = _chosen_trials(cfg, source, study) if uses_study else []
-        candidates: list[Candidate] = [
-            _trial_candidate(trial, cfg.init, info, study.study_name, split, recipe) for trial in chosen
+        chosen = distinct_architectures(_chosen_trials(cfg, source, study)) if uses_study else []
+        candidates = [
+            _trial_candidate(trial, same, cfg.init, info, study.study_name, split, recipe)
+            for trial, same in chosen
         ]
     return study.study_name, candidates
+
+
+def distinct_architectures(trials: list[FrozenTrial]) -> list[tuple[FrozenTrial, tuple[int, ...]]]:
+    """Each architecture once: its first trial (in the order given) and the numbers of the other
+    trials that found it (a sampler suggests an architecture again; training it again would
+    spend the budget on a copy)."""
+    first: dict[str, FrozenTrial] = {}
+    same: dict[str, list[int]] = {}
+    for trial in trials:
+        key = trial.user_attrs.get("arch_key") or trial_arch(trial).key()
+        if key in first:
+            same[key].append(trial.number)
+        else:
+            first[key], same[key] = trial, []
+    return [(trial, tuple(same[key])) for key, trial in first.items()]
 
 
 def _chosen_trials(cfg, source: str, study: optuna.Study) -> list[FrozenTrial]:
@@ -152,6 +175,7 @@ def _chosen_trials(cfg, source: str, study: optuna.Study) -> list[FrozenTrial]:
 
 def _trial_candidate(
     trial: FrozenTrial,
+    same: tuple[int, ...],
     init: str,
     info: dict[str, Any],
     study_name: str,
@@ -163,7 +187,7 @@ def _trial_candidate(
         build = functools.partial(inherited_model, info, study_name, trial)
     else:
         build = functools.partial(scratch_model, arch, recipe.seed, split.mean, split.std)
-    return StudyTrial(str(trial.number), build, top1(trial), latency(trial))
+    return StudyTrial(str(trial.number), build, top1(trial), latency(trial), same=same)
 
 
 def _arch_file_candidate(source: Path, split: TrainingSplit, recipe: RetrainRecipe) -> ArchFile:

@@ -55,7 +55,7 @@ class TuneTrainer:
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    scheduler: str = "asha"
+    scheduler: str = "fifo"
     grace_period: int = 1
     reduction_factor: float = 2.0
     address: str | None = None

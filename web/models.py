@@ -58,6 +58,7 @@ class Retrained(BaseModel):
     """A found model trained on its own (``nas train``): at its trial's latency."""
 
     trial: int
+    trials: list[int]  # every trial of this architecture (trained once for all)
     init: str | None
     top1: float | None
     epochs: int | None  # epochs it ran

@@ -217,7 +217,11 @@ def retrained(name: str, s: Served, who: Reader) -> RetrainedOut:
         epochs = r.epochs if isinstance(r.epochs, int) else None
         common = {"top1": r.score, "epochs": epochs, "planned_epochs": r.planned_epochs, "state": r.state}
         if r.trial in ids:
-            found.append(Retrained(trial=r.trial, init=r.init, latency=latency[r.trial], **common))
+            found.append(
+                Retrained(
+                    trial=r.trial, trials=r.stands_for(), init=r.init, latency=latency[r.trial], **common
+                )
+            )
         elif r.baseline_latency() is not None:
             median, unit = r.baseline_latency()
             params = r.params if isinstance(r.params, int) else None

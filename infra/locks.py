@@ -25,6 +25,7 @@ import contextlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 try:
@@ -114,6 +115,48 @@ def measuring(device: str = MACHINE):
         return
     with _locked(MACHINE, exclusive=False), _locked(device, exclusive=True):
         yield
+
+
+def slot_lock(cpu: int) -> str:
+    """The lock name of the measurement slot on logical CPU ``cpu``."""
+    return f"slot-cpu{cpu}"
+
+
+@contextlib.contextmanager
+def measuring_on_slot(slots: list[str]):
+    """Hold one of ``slots`` (measurement slots, one core each) exclusively and the machine
+    shared: measurements on the other slots, and computations kept off the slots' cores, go on
+    meanwhile; a whole-machine measurement (``measuring()``) waits for all. Yields the index of
+    the slot held (the first free one)."""
+    with _locked(MACHINE, exclusive=False):
+        if fcntl is None or os.environ.get("NAS_NO_MEASURE_LOCK"):
+            yield 0
+            return
+        while True:
+            for i, name in enumerate(slots):
+                fd = _open(f"{name}.lock")
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield i
+                    return
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
+            time.sleep(0.005)
+
+
+def keep_off(cores: set[int]) -> None:
+    """This thread (and the threads it starts from now on) off ``cores`` (measurement slots), if
+    any other core is left."""
+    if not cores or not hasattr(os, "sched_getaffinity"):
+        return
+    left = os.sched_getaffinity(0) - cores
+    if left:
+        os.sched_setaffinity(0, left)
 
 
 @contextlib.contextmanager

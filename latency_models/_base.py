@@ -60,7 +60,9 @@ class LatencyResult:
     n_runs: int = 1
     batch_size: int = 1
     input_shape: tuple[int, ...] = ()  # without the batch axis
-    background_load: float = 0.0  # other processes' CPU load (cores) while it was measured
+    background_load: float = 0.0  # other work's CPU load (cores) where it was measured
+    machine_load: float | None = None  # other processes' load on the whole machine meanwhile
+    quiet: bool = True  # False: never measured within the profiler's load limit (a flagged figure)
 
     @property
     def cv(self) -> float:
@@ -115,6 +117,19 @@ class ModuleTimer(Protocol):
     """A measured profiler that also times a bare module (a block of the learned predictor)."""
 
     def measure_module(self, module: Any, input_shape: tuple[int, ...]) -> LatencyResult: ...
+
+
+@runtime_checkable
+class ReservesCores(Protocol):
+    """A profiler that measures on cores of its own while computation goes on elsewhere
+    (measurement slots): search workers keep off ``reserved_cores()``."""
+
+    def reserved_cores(self) -> set[int]: ...
+
+
+def reserved_cores(profiler: LatencyProfiler) -> set[int]:
+    """The cores computation must keep off for ``profiler``'s measurements (none for most)."""
+    return profiler.reserved_cores() if isinstance(profiler, ReservesCores) else set()
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ import contextlib
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from latency_models._base import LatencyResult, input_shape_for
@@ -59,40 +60,126 @@ def resolve_cpu(pin_cpu: int | str | None) -> int | None:
     return pin_cpu
 
 
-def _busy_jiffies_elsewhere() -> int | None:
-    """CPU time (jiffies) the whole machine spent busy, minus this process's own; None where
-    /proc is not there."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        with open("/proc/self/stat") as f:
-            own = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
+SLOTS_FROM_CORES = 8  # slots=auto: measurement slots only on machines of this many physical cores
+
+
+def slot_cores(slots: int | str) -> list[set[int]]:
+    """The physical cores measurement slots run on, each as the set of its logical CPUs (the
+    slot times on the first; its SMT siblings stay free): the last cores (away from core 0's
+    interrupts), at least one physical core left to computation. ``slots`` 0: none (measure
+    alone on the whole machine); ``auto``: 0 below SLOTS_FROM_CORES physical cores, else a
+    quarter of them."""
+    if slots not in ("auto",) and not (isinstance(slots, int) and not isinstance(slots, bool) and slots >= 0):
+        raise ValueError(f"profiler.slots: expected auto or a count >= 0, got {slots!r}")
+    if not hasattr(os, "sched_getaffinity"):
+        return []
+    allowed = os.sched_getaffinity(0)
+    groups: list[set[int]] = []
+    for cpu in sorted(allowed):
+        if not any(cpu in g for g in groups):
+            groups.append({cpu} | (core_siblings(cpu) & allowed))
+    if slots == "auto":
+        slots = len(groups) // 4 if len(groups) >= SLOTS_FROM_CORES else 0
+    if slots > len(groups) - 1:
+        raise ValueError(f"profiler.slots: {slots} slots leave no core of {len(groups)} to computation")
+    return groups[len(groups) - slots :] if slots else []
+
+
+def _stat_fields(text: str) -> list[int]:
+    return [int(x) for x in text.split()[1:]]
+
+
+def _busy(fields: list[int]) -> int:
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return user + nice + system + irq + softirq + steal - int(own[11]) - int(own[12])  # utime, stime
+    return user + nice + system + irq + softirq + steal
 
 
-def quiet_measurement(measure, max_load: float, retries: int):
-    """Run ``measure()`` (which returns per-round samples) while the rest of the machine is
-    quiet: other processes' CPU load during the run, in cores, must stay within ``max_load``
-    (a busy neighbour core slowed figures here by up to 30 %). Retries with growing pauses;
-    returns (rounds, load) of the quietest attempt."""
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+def _own_jiffies(path: str) -> int:
+    with open(path) as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    return int(own[11]) + int(own[12])  # utime, stime
+
+
+def core_siblings(cpu: int) -> set[int]:
+    """The logical CPUs that share ``cpu``'s physical core (SMT siblings), ``cpu`` itself
+    excluded; none where the topology is not published."""
+    try:
+        text = open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read().strip()
+    except OSError:
+        return set()
+    out: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out - {cpu}
+
+
+@dataclass(frozen=True)
+class Load:
+    """CPU load (cores) that other work put where a measurement runs: ``near`` on the measuring
+    core and its SMT siblings (for a measurement pinned to one core), ``machine`` on the whole
+    machine; both without the measurement's own time."""
+
+    near: float
+    machine: float
+
+
+class LoadMeter:
+    """Busy time elsewhere between ``start()`` and ``stop()``: on the whole machine minus this
+    process, and, for a measurement pinned to ``cpu``, on that core minus the calling thread plus
+    its siblings (what slows a one-core measurement; a busy core across the machine mostly does
+    not). Unavailable without /proc: ``stop()`` then returns None."""
+
+    def __init__(self, cpu: int | None) -> None:
+        self.cpu, self.siblings = cpu, core_siblings(cpu) if cpu is not None else set()
+
+    def _read(self) -> tuple[int, dict[int, int], int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                lines = f.read().splitlines()
+            total = _busy(_stat_fields(lines[0]))
+            cores = {int(ln.split()[0][3:]): _busy(_stat_fields(ln)) for ln in lines[1:] if ln[:3] == "cpu"}
+            return total, cores, _own_jiffies("/proc/self/stat"), _own_jiffies("/proc/thread-self/stat")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self) -> None:
+        self._before, self._t0 = self._read(), time.perf_counter()
+
+    def stop(self) -> Load | None:
+        after, seconds = self._read(), max(time.perf_counter() - self._t0, 1e-3)
+        if self._before is None or after is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        (t0, c0, p0, th0), (t1, c1, p1, th1) = self._before, after
+        machine = max(0.0, ((t1 - t0) - (p1 - p0)) / hz / seconds)
+        if self.cpu is None or self.cpu not in c1:
+            return Load(near=machine, machine=machine)
+        near = (c1[self.cpu] - c0[self.cpu]) - (th1 - th0)
+        near += sum(c1.get(c, 0) - c0.get(c, 0) for c in self.siblings)
+        return Load(near=max(0.0, near / hz / seconds), machine=machine)
+
+
+def quiet_measurement(measure, max_load: float, retries: int, cpu: int | None = None):
+    """Run ``measure()`` (which returns per-round samples) until the load where it runs stays
+    within ``max_load`` cores (LoadMeter: near the pinned core ``cpu``, else on the machine; a
+    busy neighbour core slowed figures here by up to 30 %). Retries with growing pauses; returns
+    (rounds, load, quiet) of the quietest attempt, ``quiet`` False when none was quiet enough:
+    the caller must not keep such a figure as if it were."""
+    meter = LoadMeter(cpu)
     best = None
     for attempt in range(retries + 1):
-        before, start = _busy_jiffies_elsewhere(), time.perf_counter()
+        meter.start()
         rounds = measure()
-        after, seconds = _busy_jiffies_elsewhere(), time.perf_counter() - start
-        if before is None or after is None:
-            return rounds, 0.0
-        load = max(0.0, (after - before) / hz / max(seconds, 1.0 / hz))
-        if best is None or load < best[1]:
+        load = meter.stop()
+        if load is None:
+            return rounds, Load(0.0, 0.0), True
+        if best is None or load.near < best[1].near:
             best = (rounds, load)
-        if load <= max_load:
-            break
+        if load.near <= max_load:
+            return rounds, load, True
         time.sleep(0.2 * (attempt + 1))
-    return best
+    return best[0], best[1], False
 
 
 def time_calls(

@@ -103,7 +103,8 @@ class LatencyCache:
         subject: str,
         measure: Callable[[], LatencyResult],
     ) -> tuple[LatencyResult, bool]:
-        """The stored figure for ``subject_key``, or ``measure()``'s (then stored).
+        """The stored figure for ``subject_key``, or ``measure()``'s (then stored, unless it is
+        flagged as not quiet: a figure taken under load is returned, never kept for others).
         Returns (result, True when it came from the table)."""
         pkey_text = profiler_key(profiler)
         pkey = _sha1(pkey_text)
@@ -153,6 +154,11 @@ class LatencyCache:
                 conn.execute(self._where(TABLE.delete(), subject_key, pkey, hardware_id, owner))
             raise
         seconds = time.perf_counter() - start
+        if not result.quiet:  # never measured quietly: not kept, measured again later
+            with self.engine.begin() as conn:
+                conn.execute(self._where(TABLE.delete(), subject_key, pkey, hardware_id, owner))
+            self.misses += 1
+            return result, False
         with self.engine.begin() as conn:
             conn.execute(
                 self._where(TABLE.update(), subject_key, pkey, hardware_id, owner).values(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 
-from infra.locks import MACHINE, computing, measuring
+from infra.locks import MACHINE, computing, measuring, measuring_on_slot, slot_lock
 from latency_models._base import LatencyResult, register_profiler
-from latency_models._timing import ModuleProfiler, pinned, quiet_measurement, resolve_cpu, time_calls
+from latency_models._timing import (
+    ModuleProfiler,
+    pinned,
+    quiet_measurement,
+    resolve_cpu,
+    slot_cores,
+    time_calls,
+)
 from latency_models.hardware import device_lock
 from latency_models.onnx_io import to_onnx
 
@@ -21,8 +29,17 @@ class OnnxRuntimeProfiler(ModuleProfiler):
     ``threads=1`` and ``pin_cpu=auto`` by default: on a small shared machine two intra-op
     threads gave a CV of up to 64 %, one thread about 1 %, and pinning the timing thread to one
     core removed most of the remaining bursts. A measurement taken while other processes kept
-    more than ``max_background_load`` cores busy is repeated (up to ``retries`` times); the
-    load seen is recorded with the figure (BENCHMARKS.md).
+    more than ``max_background_load`` cores busy where it ran (the pinned core and its SMT
+    siblings) is repeated (up to ``retries`` times); the load seen is recorded with the figure,
+    and a figure never measured within the limit is flagged (``quiet`` false: the latency table
+    does not keep it, the report shows it) (BENCHMARKS.md).
+
+    ``slots``: 0 measures alone on the whole machine (no computation anywhere meanwhile); N > 0
+    measures on N slots at once, each pinned to a physical core of its own whose SMT siblings
+    stay free, while the search's computation runs on the other cores (``reserved_cores``:
+    search workers keep off them); ``auto`` chooses 0 on small machines and a quarter of the
+    physical cores on large ones. How measurements are scheduled, not what they measure: not
+    part of the settings that key a figure (slot figures match one-at-a-time ones, BENCHMARKS.md).
     """
 
     name = "onnxruntime"
@@ -41,6 +58,7 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         pin_cpu: int | str | None = "auto",
         max_background_load: float = 0.25,
         retries: int = 3,
+        slots: int | str = "auto",
     ) -> None:
         if threads < 1 or batch_size < 1 or warmup < 0 or runs < 1 or rounds < 1:
             raise ValueError("profiler: threads, batch_size, runs >= 1, warmup >= 0, rounds >= 1")
@@ -62,6 +80,14 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         self.pin_cpu = pin_cpu
         self.max_background_load, self.retries = max_background_load, retries
         self._cpu = resolve_cpu(pin_cpu) if threads == 1 else None
+        on_cpu = not on_gpu and threads == 1 and pin_cpu not in (None, "none", "null")
+        self.slots = slots
+        self._slots = slot_cores(slots) if on_cpu else []  # each slot's logical CPUs, timed on the first
+        self._slot_locks = [slot_lock(min(group)) for group in self._slots]
+
+    def reserved_cores(self) -> set[int]:
+        """The cores this profiler's measurement slots use (computation keeps off them)."""
+        return set().union(*self._slots)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -96,17 +122,22 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         shape = (self.batch_size, *input_shape)
         feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
 
-        with measuring(self._lock), pinned(self._cpu):
-            rounds, load = quiet_measurement(
-                lambda: time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds),
-                self.max_background_load,
-                self.retries,
-            )
+        timed = lambda: time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds)  # noqa: E731
+        with contextlib.ExitStack() as held:
+            if self._slots:
+                cpu = min(self._slots[held.enter_context(measuring_on_slot(self._slot_locks))])
+            else:
+                held.enter_context(measuring(self._lock))
+                cpu = self._cpu
+            held.enter_context(pinned(cpu))
+            rounds, load, quiet = quiet_measurement(timed, self.max_background_load, self.retries, cpu)
         return LatencyResult.from_rounds(
             rounds,
             unit="ms",
             n_warmup=self.warmup,
             batch_size=self.batch_size,
             input_shape=input_shape,
-            background_load=round(load, 3),
+            background_load=round(load.near, 3),
+            machine_load=round(load.machine, 3),
+            quiet=quiet,
         )

@@ -116,11 +116,24 @@ class TorchProfiler(ModuleProfiler):
             torch.set_num_threads(self.threads)
             try:
                 with pinned(self._cpu):
-                    rounds, _ = quiet_measurement(
-                        lambda: time_calls(lambda: run(x), self.warmup, self.runs, self.rounds), 0.25, 3
+                    rounds, load, quiet = quiet_measurement(
+                        lambda: time_calls(lambda: run(x), self.warmup, self.runs, self.rounds),
+                        0.25,
+                        3,
+                        self._cpu,
                     )
             finally:
                 torch.set_num_threads(threads)
+            return LatencyResult.from_rounds(
+                rounds,
+                unit="ms",
+                n_warmup=self.warmup,
+                batch_size=self.batch_size,
+                input_shape=input_shape,
+                background_load=round(load.near, 3),
+                machine_load=round(load.machine, 3),
+                quiet=quiet,
+            )
         else:
             with pinned(self._cpu), torch.cuda.device(x.device):
                 timed = self._cuda_timed_call(run, x)

@@ -14,8 +14,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from infra.locks import MACHINE, computing, work_on
-from latency_models._base import checks_itself, measure_arch
+from infra.locks import MACHINE, computing, keep_off, work_on
+from latency_models._base import checks_itself, measure_arch, reserved_cores
 from latency_models.cache import LatencyCache
 from latency_models.flops import count_flops, count_nonzero_params, count_params
 from latency_models.hardware import device_lock, fingerprint
@@ -64,6 +64,7 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
     # while it computes: a measurement on its GPU waits for it, one on another GPU does not.
     lock = device_lock(str(resolve_device(cfg.device)))
     work_on(None if lock == MACHINE else lock)
+    keep_off(reserved_cores(setup.profiler))  # measurement slots have cores of their own
     # Every storage call and sampler step holds the machine-wide lock shared, as scoring does.
     storage = open_storage(cfg.storage, cfg.heartbeat_s, locked=True)
     study = optuna.load_study(study_name=setup.study_name, storage=storage)

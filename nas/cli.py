@@ -19,6 +19,9 @@ usage: nas <command> [key=value ...] [--config-dir DIR] [--cfg]
 commands:
   search     search a space; rerun the same command to resume or top up
                nas search +space=vit [sampler=tpe] [n_trials=100] [storage=sqlite:///nas.db]
+  run        the whole path: search, train the distinct front and the baselines, measure
+             every model alike, report; rerun the same command to continue
+               nas run +space=vit [dataset=...] [device=cuda] [run.concurrent=8] [retrain.epochs=30]
   export     write a trial as model.onnx + arch.yaml, checked against torch
                nas export latency_budget_ms=0.5      (or trial=12)
   spaces     list the search spaces, their axes and number of members
@@ -52,7 +55,8 @@ keys (defaults in conf/config.yaml): storage, study_name, n_trials, seed, sample
   cache_dir, dataset=embedded|fashion_mnist|cifar10|imagefolder, sampler=random|tpe|nsga2,
   profiler=onnxruntime|torch|flops|predictor|<plugin>, supernet=default|gpu, executor=local|ray,
   trial, latency_budget_ms, out_dir, overwrite, arch, trials, front, timm, timm_kwargs,
-  timm_baselines, init, retrain.<recipe key>, trainer=local|tune, baselines, n_samples, predictor,
+  timm_baselines, init, retrain.<recipe key>, trainer=local|processes|tune, baselines, run.<key>,
+  n_samples, predictor,
   host, port, public_reads, export_dir, data_dirs, clusters, dashboard_url, token_name, scope
 """
 
@@ -139,6 +143,12 @@ def _report(cfg, config_dirs, console) -> int:
     return run_report(cfg, config_dirs, console)
 
 
+def _run(cfg, config_dirs, console) -> int:
+    from nas.run import run_all
+
+    return run_all(cfg, config_dirs, console)
+
+
 def _train(cfg, config_dirs, console) -> int:
     from nas.training.command import run_train
 
@@ -147,6 +157,7 @@ def _train(cfg, config_dirs, console) -> int:
 
 COMMANDS = {
     "search": Command(_search),
+    "run": Command(_run),
     "export": Command(_export),
     "spaces": Command(_spaces),
     "dashboard": Command(_dashboard),

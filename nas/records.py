@@ -173,3 +173,42 @@ def unique_file_name(text: str) -> str:
     if safe == text and not text.startswith("."):
         return text
     return f"{safe[:80]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+FINAL_LATENCY_ATTR = "final_latency"  # the final measurement pass of `nas run` (FinalLatencies)
+RUN_PHASES_ATTR = "run_phases"  # `nas run`'s phase wall times, one entry per invocation
+
+
+@dataclass(frozen=True)
+class FinalLatencies:
+    """Latencies measured alike once trainings have ended (``nas run``'s final pass): every
+    retrained found model and every baseline, one at a time, by one profiler on one machine, each
+    retried until quiet (or flagged). ``figures`` maps ``trial:<n>`` / ``baseline:<name>`` to a
+    LatencyResult dict."""
+
+    profiler: dict[str, Any] = field(default_factory=dict)  # name, unit, settings
+    hardware: str | None = None
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @staticmethod
+    def trial_key(number: int) -> str:
+        return f"trial:{number}"
+
+    @staticmethod
+    def baseline_key(name: str) -> str:
+        return f"baseline:{name}"
+
+    @classmethod
+    def of(cls, study_attrs: dict[str, Any]) -> FinalLatencies:
+        value = study_attrs.get(FINAL_LATENCY_ATTR)
+        if not isinstance(value, dict):
+            return cls()
+        figures = value.get("figures") if isinstance(value.get("figures"), dict) else {}
+        return cls(value.get("profiler") or {}, value.get("hardware"), figures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profiler": self.profiler, "hardware": self.hardware, "figures": self.figures}
+
+    def median(self, key: str) -> float | None:
+        figure = self.figures.get(key)
+        return figure.get("median") if isinstance(figure, dict) else None

@@ -23,7 +23,8 @@ from optuna.trial import FrozenTrial
 
 from infra.errors import UserError
 from infra.files import atomic_path
-from nas.records import STUDY_ATTR, RunRecord, file_safe
+from nas.comparison import compare, trained_models
+from nas.records import RUN_PHASES_ATTR, STUDY_ATTR, RunRecord, file_safe
 from nas.study import completed, latency, load_existing_study, reading_storage, top1
 
 HV_POINTS = 200  # hypervolume curves: at most this many points per study
@@ -54,19 +55,16 @@ def trials_to_reach(counts: list[int], values: list[float], target: float) -> in
 
 
 def _retrained(attrs: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Trial number -> its best retrained record (the highest top-1 over inits and recipes)."""
+    """Trial number -> its best retrained record (the highest top-1 over inits and recipes) among
+    runs trained to the end (a stopped run is listed apart, never as a result)."""
     best: dict[int, RunRecord] = {}
     for record in RunRecord.all_in(attrs).values():
-        if record.score is None:
+        if record.score is None or record.stopped:
             continue
         for number in record.stands_for():  # every trial of the architecture it trained
             if number not in best or record.score > best[number].score:
                 best[number] = record
     return {number: record.to_dict() for number, record in best.items()}
-
-
-def _score(record: dict[str, Any]) -> float:
-    return record["test_top1"] if record.get("test_top1") is not None else record["val_top1"]
 
 
 def run_report(cfg, config_dirs, console) -> int:
@@ -97,9 +95,8 @@ def run_report(cfg, config_dirs, console) -> int:
                 studies[other.study_name] = (completed(other), other.user_attrs.get("samplers", []))
     unit = done[0].user_attrs["latency"]["unit"]
     retrained = _retrained(attrs)
-    runs = RunRecord.all_in(attrs).values()
-    measured = [r for r in runs if r.baseline_latency() is not None]
-    baselines = [r.to_dict() for r in measured if r.baseline_latency()[1] == unit]
+    found, baselines, stopped, alike = trained_models(attrs, {t.number: t for t in done}, unit)
+    versus = compare(found, baselines)
 
     everything = [t for trials, _ in studies.values() for t in trials]
     reference = np.array(
@@ -121,18 +118,6 @@ def run_report(cfg, config_dirs, console) -> int:
                 )
             )
 
-    # Found models against each baseline: the best found model at equal or lower latency.
-    def found_top1(t: FrozenTrial) -> tuple[float, str]:
-        record = retrained.get(t.number)
-        return (_score(record), "retrained") if record else (top1(t), "inherited")
-
-    versus = []
-    for b in sorted(baselines, key=lambda b: b["measured"]["latency"]["median"]):
-        b_latency = b["measured"]["latency"]["median"]
-        cheaper = [t for t in front if latency(t) <= b_latency]
-        best = max(cheaper, key=lambda t: found_top1(t)[0]) if cheaper else None
-        versus.append((b, b_latency, best))
-
     # The figure: candidates, front, retrained, baselines | hypervolume against trials.
     fig, (ax, hv) = plt.subplots(1, 2, figsize=(13, 5.2))
     ax.scatter(
@@ -141,17 +126,16 @@ def run_report(cfg, config_dirs, console) -> int:
     ax.plot(
         [latency(t) for t in front], [top1(t) for t in front], "o-", c="tab:blue", label="front (inherited)"
     )
-    for t in front:
-        if t.number in retrained:
-            y = _score(retrained[t.number])
-            ax.plot([latency(t)] * 2, [top1(t), y], c="tab:green", lw=0.8)
-            ax.scatter([latency(t)], [y], marker="D", c="tab:green", zorder=3)
-    if retrained:
-        ax.scatter([], [], marker="D", c="tab:green", label="front retrained")
-    for b, b_latency, _ in versus:
-        ax.scatter([b_latency], [_score(b)], marker="*", s=120, c="tab:red", zorder=3)
-        ax.annotate(b["name"], (b_latency, _score(b)), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    if versus:
+    by_number = {t.number: t for t in done}
+    for f in found:  # retrained to the end of the recipe, at the latency it is compared at
+        ax.plot([f.latency] * 2, [top1(by_number[f.trial]), f.top1], c="tab:green", lw=0.8)
+        ax.scatter([f.latency], [f.top1], marker="D", c="tab:green", zorder=3)
+    if found:
+        ax.scatter([], [], marker="D", c="tab:green", label="found models retrained")
+    for b in baselines:
+        ax.scatter([b.latency], [b.top1], marker="*", s=120, c="tab:red", zorder=3)
+        ax.annotate(b.name, (b.latency, b.top1), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    if baselines:
         ax.scatter([], [], marker="*", s=120, c="tab:red", label="timm baselines (trained)")
     ax.set_xscale("log")
     ax.set_xlabel(f"latency ({unit}, {info.get('profiler', {}).get('name', '?')})")
@@ -180,12 +164,16 @@ def run_report(cfg, config_dirs, console) -> int:
     stem = file_safe(study.study_name)
     with atomic_path(out / f"{stem}.png") as tmp:
         Path(tmp).write_bytes(png)
-    page = _page(study.study_name, info, png, front, retrained, versus, reach, unit, found_top1, len(done))
+    phases = attrs.get(RUN_PHASES_ATTR) or []
+    compared = (versus, stopped, alike, phases)
+    page = _page(study.study_name, info, png, front, retrained, compared, reach, unit, len(done))
     with atomic_path(out / f"{stem}.html") as tmp:
         Path(tmp).write_text(page)
     console.print(
         f"Report of {study.study_name!r}: {len(front)} front members ({len(retrained)} retrained), "
-        f"{len(versus)} baselines, {len(studies) - 1} other studies -> {out / (stem + '.html')} and .png"
+        f"{len(versus)} baselines{'' if alike else ' (latencies not from one final pass)'}, "
+        f"{len(stopped)} runs stopped early, {len(studies) - 1} other studies -> "
+        f"{out / (stem + '.html')} and .png"
     )
     return 0
 
@@ -205,8 +193,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _page(name, info, png, front, retrained, versus, reach, unit, found_top1, n_done) -> str:
+def _page(name, info, png, front, retrained, compared, reach, unit, n_done) -> str:
     e = html.escape
+    versus, stopped, alike, phases = compared
     front_rows = [
         [
             str(t.number),
@@ -218,25 +207,28 @@ def _page(name, info, png, front, retrained, versus, reach, unit, found_top1, n_
         ]
         for t in front
     ]
-    base_rows = []
-    for b, b_latency, best in versus:
-        row = [b["name"], f"{b['params']:,}", f"{b_latency:.4g}", f"{_score(b):.2f}"]
-        if best is None:
-            row += ["none at or below this latency", "-", "-"]
-        else:
-            value, kind = found_top1(best)
-            row += [
-                f"trial {best.number}",
-                f"{latency(best):.4g} ({b_latency / latency(best):.1f}x lower)",
-                f"{value:.2f} ({kind}; {value - _score(b):+.2f})",
-            ]
-        base_rows.append(row)
+    base_rows = [_versus_row(v) for v in versus]
+    stopped_rows = [
+        [
+            r.name if r.trial is None else f"trial {r.trial}",
+            f"{r.epochs} of {r.planned_epochs}",
+            _top1(r.score),
+        ]
+        for r in stopped
+    ]
     reach_rows = [
         [n, s, str(count), f"{target:.4g}", str(mine) if mine is not None else "not reached"]
         for n, s, count, target, mine in reach
     ]
     profiler = info.get("profiler", {})
     measured_by = f"{profiler.get('name')} {profiler.get('settings', '')}"
+    alike_note = (
+        "Every latency below comes from one final pass after the trainings (nas run): each model "
+        "measured alone, one at a time, by the same profiler; a figure never measured quietly is marked *."
+        if alike
+        else "Latencies: found models at their search figure, baselines at the figure nas train took; "
+        "they were not measured in one pass (nas run measures every model alike at the end)."
+    )
     image = base64.b64encode(png).decode()
     parts = [
         f'<!doctype html><html><head><meta charset="utf-8"><title>nas report: {e(name)}</title>',
@@ -257,10 +249,37 @@ def _page(name, info, png, front, retrained, versus, reach, unit, found_top1, n_
             front_rows,
         ),
         "<h2>timm baselines against the found models</h2>",
+        f"<p>{e(alike_note)} Only models trained to the end of the recipe take part.</p>",
         _table(
-            ["baseline", "params", "latency", "top-1", "best found at or below", "its latency", "its top-1"],
+            [
+                "baseline",
+                "latency",
+                "top-1",
+                "best found at or under its latency",
+                "its latency",
+                "its top-1 (difference)",
+                "fastest found of at least its top-1",
+                "its latency (times faster)",
+                "its top-1",
+            ],
             base_rows,
         ),
+    ]
+    if stopped_rows:
+        parts += [
+            "<h2>Runs stopped early (not results)</h2>",
+            "<p>A scheduler ended these before the recipe's last epoch: their figures are those of the "
+            "epoch they reached, so they are neither drawn nor compared above.</p>",
+            _table(["model", "epochs", "top-1 when stopped"], stopped_rows),
+        ]
+    if phases:
+        last = phases[-1]
+        rows = [[phase, f"{seconds:.1f}"] for phase, seconds in last.get("phases", {}).items()]
+        parts += [
+            f"<h2>Wall time of the last nas run ({e(str(last.get('started', '')))})</h2>",
+            _table(["phase", "seconds"], rows + [["total", f"{last.get('total_s', 0):.1f}"]]),
+        ]
+    parts += [
         "<h2>Search efficiency</h2>",
         _table(
             ["other study", "sampler", "its trials", "its final hypervolume", "trials this study needed"],
@@ -271,8 +290,28 @@ def _page(name, info, png, front, retrained, versus, reach, unit, found_top1, n_
     return "\n".join(parts) + "\n"
 
 
+def _top1(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _ms(model) -> str:
+    return f"{model.latency:.4g}{'' if model.quiet else ' *'}"
+
+
+def _versus_row(v) -> list[str]:
+    b = v.baseline
+    row = [b.name, _ms(b), _top1(b.top1)]
+    if v.best_within is None:
+        row += ["none at or under this latency", "-", "-"]
+    else:
+        row += [v.best_within.name, _ms(v.best_within), f"{v.best_within.top1:.2f} ({v.gain():+.2f})"]
+    if v.fastest_as_good is None:
+        row += ["none of this top-1", "-", "-"]
+    else:
+        f = v.fastest_as_good
+        row += [f.name, f"{_ms(f)} ({v.speedup():.2f}x)", f"{f.top1:.2f}"]
+    return row
+
+
 def _cell(record: dict[str, Any] | None, key: str) -> str:
-    if record is None or record.get(key) is None:
-        return "-"
-    note = f" (stopped at epoch {record['epochs']})" if record.get("stopped_early") else ""
-    return f"{record[key]:.2f}{note}"
+    return "-" if record is None or record.get(key) is None else f"{record[key]:.2f}"

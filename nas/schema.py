@@ -84,6 +84,7 @@ class NasConfig(BaseModel):
     retrain: dict[str, Any]
     trainer: dict[str, Any]
     baselines: dict[str, Any]
+    run: dict[str, Any]
     space: dict[str, Any] | None = None
 
     @field_validator("objectives")
@@ -110,6 +111,7 @@ GROUP_KEYS = (
     "retrain",
     "trainer",
     "baselines",
+    "run",
     "space",
 )
 

@@ -99,7 +99,7 @@ Arg = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS)]
 
 
 class JobIn(BaseModel):
-    kind: Literal["search", "export", "train"]
+    kind: Literal["search", "run", "export", "train"]
     args: list[Arg] = Field(
         default_factory=list,
         max_length=MAX_ARGS,

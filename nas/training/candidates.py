@@ -8,7 +8,9 @@ A candidate's class is its contract, so no caller asks what kind it is:
   model has the study's figure) and ``measure(profiler, shape)`` to do it;
 * ``label``: its name in the table;
 * ``record_key(init, recipe)`` and ``record(result)``: the study attribute its result is
-  stored under and what is stored there (the stored format: one definition, ``RunRecord``).
+  stored under and what is stored there (the stored format: one definition, ``RunRecord``);
+* ``final_key()`` and ``timer(profiler, shape)``: its entry in ``nas run``'s final measurement
+  pass and how that pass times it (an architecture by the profiler; a timm model as a module).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nas.records import RunRecord
+from latency_models._base import can_time_modules
+from nas.records import FinalLatencies, RunRecord
 from nas.training.loop import Retrained
 from nas.training.recipe import RetrainRecipe
 from search_spaces.arch import Arch
@@ -65,6 +68,17 @@ class Candidate:
             values["measured"] = self.measured
         return RunRecord.from_dict(values)
 
+    def final_key(self) -> str:
+        return FinalLatencies.baseline_key(self.name)
+
+    def timer(self, profiler: Any, shape: tuple[int, ...]) -> Callable[[], Any] | None:
+        """A call that measures it once by ``profiler`` (None where the profiler cannot time a
+        bare module)."""
+        if not can_time_modules(profiler):
+            return None
+        model = self.build().eval()
+        return lambda: profiler.measure_module(model, shape)
+
     def measure(self, profiler: Any, shape: tuple[int, ...]) -> None:
         """Its latency for ``shape`` inputs by ``profiler``, one that times bare modules
         (``latency_models._base.can_time_modules``)."""
@@ -84,8 +98,15 @@ class StudyTrial(Candidate):
     ``same`` are the other trials that found the same architecture: trained once, for all."""
 
     same: tuple[int, ...] = ()
+    arch: Arch | None = None
 
     kind: ClassVar[str] = "trial"
+
+    def final_key(self) -> str:
+        return FinalLatencies.trial_key(int(self.name))
+
+    def timer(self, profiler: Any, shape: tuple[int, ...]) -> Callable[[], Any] | None:
+        return lambda: profiler.measure(self.arch)
 
     def record(self, result: Retrained) -> RunRecord:
         record = super().record(result)
@@ -104,7 +125,15 @@ class StudyTrial(Candidate):
 class ArchFile(Candidate):
     """An architecture file (``arch=FILE``, e.g. an export's arch.yaml), from scratch."""
 
+    arch: Arch | None = None
+
     kind: ClassVar[str] = "arch"
+
+    def final_key(self) -> str:
+        return f"arch:{self.name}"
+
+    def timer(self, profiler: Any, shape: tuple[int, ...]) -> Callable[[], Any] | None:
+        return lambda: profiler.measure(self.arch)
 
 
 @dataclass

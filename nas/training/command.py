@@ -55,8 +55,8 @@ def run_train(cfg, config_dirs, console) -> int:
     recipe = instantiate("retrain", cfg.retrain)
     trainer = instantiate("trainer", cfg.trainer)  # every setting checked before any work
     baselines = instantiate("baselines", cfg.baselines)
-    split = _training_split(cfg)
-    study_name, trials = _study_candidates(cfg, source, split, recipe)
+    split = training_split(cfg)
+    study_name, trials = study_candidates(cfg, source, split, recipe)
     repeats = sum(len(t.same) for t in trials)
     if repeats:
         console.print(
@@ -66,7 +66,7 @@ def run_train(cfg, config_dirs, console) -> int:
     if source == "arch":
         candidates.append(_arch_file_candidate(Path(cfg.arch), split, recipe))
     if source in TIMM_SOURCES:
-        candidates += _timm_candidates(cfg, baselines, split)
+        candidates += timm_candidates(cfg, baselines, split)
     _measure_latencies(cfg.profiler, candidates, split.data, console)
     jobs = TrainJobs(
         candidates,
@@ -84,7 +84,7 @@ def run_train(cfg, config_dirs, console) -> int:
     results = trainer.run(jobs, console)
     status.report("training", len(candidates), len(candidates))
     if study_name is not None:  # one writer: the figures land with the study
-        _store_results(cfg, study_name, candidates, results, recipe)
+        store_results(cfg, study_name, candidates, results, recipe)
     console.print(_table(study_name, recipe, cfg.init, candidates, results))
     return 0
 
@@ -114,14 +114,14 @@ def _chosen_source(cfg) -> str:
     return source
 
 
-def _training_split(cfg) -> TrainingSplit:
+def training_split(cfg) -> TrainingSplit:
     dataset = instantiate("dataset", cfg.dataset)
     data = dataset.load()
     train_idx, val_idx = data.split(val_fraction=dataset.val_fraction, seed=cfg.seed)
     return TrainingSplit(data, train_idx, val_idx, *channel_stats(data, train_idx))
 
 
-def _study_candidates(
+def study_candidates(
     cfg, source: str, split: TrainingSplit, recipe: RetrainRecipe
 ) -> tuple[str | None, list[StudyTrial]]:
     """The study the results go to (None: no study) and its chosen trials, one per architecture.
@@ -187,7 +187,7 @@ def _trial_candidate(
         build = functools.partial(inherited_model, info, study_name, trial)
     else:
         build = functools.partial(scratch_model, arch, recipe.seed, split.mean, split.std)
-    return StudyTrial(str(trial.number), build, top1(trial), latency(trial), same=same)
+    return StudyTrial(str(trial.number), build, top1(trial), latency(trial), same=same, arch=arch)
 
 
 def _arch_file_candidate(source: Path, split: TrainingSplit, recipe: RetrainRecipe) -> ArchFile:
@@ -210,10 +210,10 @@ def _arch_file_candidate(source: Path, split: TrainingSplit, recipe: RetrainReci
             f"{data.image_size} and {data.num_classes}"
         )
     build = functools.partial(scratch_model, arch, recipe.seed, split.mean, split.std)
-    return ArchFile(f"arch-{arch.key()}", build)
+    return ArchFile(f"arch-{arch.key()}", build, arch=arch)
 
 
-def _timm_candidates(cfg, baselines: Baselines, split: TrainingSplit) -> list[Candidate]:
+def timm_candidates(cfg, baselines: Baselines, split: TrainingSplit) -> list[Candidate]:
     """``timm=NAME`` (with its baselines-group arguments, or ``timm_kwargs``), or every model of
     the baselines group; each is built once now, so one that cannot be is a one-line error."""
     models = {cfg.timm: baselines.models.get(cfg.timm, {})} if cfg.timm is not None else baselines.models
@@ -244,7 +244,7 @@ def _measure_latencies(profiler_node, candidates: list[Candidate], data: ImageDa
         candidate.measure(profiler, shape)
 
 
-def _store_results(
+def store_results(
     cfg, study_name: str, candidates: list[Candidate], results: dict[str, Retrained], recipe: RetrainRecipe
 ) -> None:
     """Each result as one study attribute (``Candidate.record_key``; nas.records.RunRecord)."""

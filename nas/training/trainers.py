@@ -4,6 +4,7 @@ another in this process; ``nas.training.tune.TuneTrainer`` runs them as Ray Tune
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,3 +116,79 @@ class PlainProgress:
                 f"{pace:.1f} steps/s",
                 highlight=False,
             )
+
+
+_JOBS: list[TrainJobs] = []  # a ProcessTrainer child's jobs, sent once when it starts
+
+
+def _child_start(jobs: TrainJobs, parent: int, threads: int) -> None:
+    from infra.processes import die_with_parent
+
+    die_with_parent(parent)
+    torch.set_num_threads(threads)
+    _JOBS[:] = [jobs]
+
+
+def _child_train(index: int) -> Retrained:
+    return _JOBS[0].train(_JOBS[0].candidates[index])
+
+
+@dataclass(frozen=True)
+class ProcessTrainer:
+    """The candidates in processes of their own, ``concurrent`` at once, all on the jobs' device:
+    small models leave a GPU mostly idle (each is bound by its host's kernel launches), so many
+    share one well, best with NVIDIA MPS running (README). ``auto``: on CUDA as many as there are
+    candidates, at most 12 and the host's cores minus one; on the CPU one (a training uses every
+    core). Each process trains with ``cpu count // concurrent`` threads; a killed run resumes
+    each candidate from its checkpoint (``TrainJobs.train``)."""
+
+    concurrent: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.concurrent != "auto" and (
+            isinstance(self.concurrent, bool) or not isinstance(self.concurrent, int) or self.concurrent < 1
+        ):
+            raise ValueError(f"trainer.concurrent: expected auto or an integer >= 1, got {self.concurrent!r}")
+
+    def processes(self, jobs: TrainJobs) -> int:
+        if self.concurrent != "auto":
+            return min(int(self.concurrent), max(1, len(jobs.candidates)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if not str(jobs.device).startswith("cuda"):
+            return 1
+        return max(1, min(len(jobs.candidates), 12, cores - 1))
+
+    def run(self, jobs: TrainJobs, console: Any) -> dict[str, Retrained]:
+        import concurrent.futures
+
+        import torch.multiprocessing as mp
+
+        n = self.processes(jobs)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // n)
+        results: dict[str, Retrained] = {}
+        columns = [TextColumn("trainings"), BarColumn(), TextColumn("{task.completed}/{task.total}")]
+        columns += [TimeElapsedColumn()]
+        with (
+            Progress(*columns, console=console, disable=not jobs.progress) as bar,
+            concurrent.futures.ProcessPoolExecutor(
+                n, mp_context=mp.get_context("spawn"), initializer=_child_start,
+                initargs=(jobs, os.getpid(), threads),
+            ) as pool,
+        ):  # fmt: skip
+            task = bar.add_task("trainings", total=len(jobs.candidates))
+            futures = {pool.submit(_child_train, i): c for i, c in enumerate(jobs.candidates)}
+            for future in concurrent.futures.as_completed(futures):
+                candidate = futures[future]
+                results[candidate.name] = future.result()
+                bar.advance(task)
+                status.report("training", len(results), len(jobs.candidates))
+                if not jobs.progress:
+                    r = results[candidate.name]
+                    console.print(
+                        f"{'cached' if r.resumed else 'trained'} {candidate.label}: "
+                        f"val top-1 {r.val_top1:.2f} %, {r.train_seconds:.0f} s "
+                        f"({len(results)} of {len(jobs.candidates)})",
+                        highlight=False,
+                    )
+        return results

@@ -54,7 +54,7 @@ class RunPlan:
     baselines: bool = True  # train and measure the models of the baselines group
     concurrent: int | str = "auto"  # trainings at once (ProcessTrainer)
     mps: bool = True  # on CUDA, start NVIDIA MPS for the trainings where it is there and not running
-    final_attempts: int = 5  # measurements of one model in the final pass until one is quiet and steady
+    final_attempts: int = 3  # measurements of one model in the final pass until one is quiet and steady
     max_cv: float = 0.03  # steady: the spread (std / mean of its calls) of a final measurement at most this
 
     def __post_init__(self) -> None:
@@ -213,7 +213,7 @@ def _until_quiet(measure, attempts: int, max_cv: float):
             return result
         if best is None or (not best.quiet, best.cv) > (not result.quiet, result.cv):
             best = result
-        time.sleep(2.0 * (attempt + 1))  # let the machine settle (a training's workers ending)
+        time.sleep(1.0 * (attempt + 1))  # let the machine settle (a training's workers ending)
     return best
 
 

@@ -63,6 +63,13 @@ class LatencyResult:
     background_load: float = 0.0  # other work's CPU load (cores) where it was measured
     machine_load: float | None = None  # other processes' load on the whole machine meanwhile
     quiet: bool = True  # False: never measured within the profiler's load limit (a flagged figure)
+    spread: float | None = None  # std / mean of the round medians: the figure's own repeatability
+
+    @property
+    def steadiness(self) -> float:
+        """How far the figure (a median) would move if measured again: ``spread`` where it was
+        measured in rounds, else the per-call ``cv`` (which a few slow calls dominate)."""
+        return self.spread if self.spread is not None else self.cv
 
     @property
     def cv(self) -> float:
@@ -87,8 +94,11 @@ class LatencyResult:
         """Median of the round medians (robust to a burst that slows one round); p90, mean and
         spread over all calls."""
         result = cls.from_samples([x for r in rounds for x in r], **kwargs)
-        median = statistics.median(statistics.median(r) for r in rounds)
-        return dataclasses.replace(result, median=median, p90=max(result.p90, median))
+        medians = [statistics.median(r) for r in rounds]
+        median = statistics.median(medians)
+        mean = statistics.fmean(medians)
+        spread = statistics.pstdev(medians) / mean if len(medians) > 1 and mean > 0 else None
+        return dataclasses.replace(result, median=median, p90=max(result.p90, median), spread=spread)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"input_shape": list(self.input_shape), "cv": self.cv}

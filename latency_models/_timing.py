@@ -124,6 +124,9 @@ class Load:
     machine: float
 
 
+MIN_WINDOW_S = 0.2  # LoadMeter's shortest window: 20 clock ticks at the usual 100 Hz, 5 % resolution
+
+
 class LoadMeter:
     """Busy time elsewhere between ``start()`` and ``stop()``: on the whole machine minus this
     process, and, for a measurement pinned to ``cpu``, on that core minus the calling thread plus
@@ -147,6 +150,9 @@ class LoadMeter:
         self._before, self._t0 = self._read(), time.perf_counter()
 
     def stop(self) -> Load | None:
+        short = MIN_WINDOW_S - (time.perf_counter() - self._t0)
+        if short > 0:  # /proc/stat counts in jiffies: a window of a few ms would read as no load
+            time.sleep(short)  # other work on the core takes it meanwhile: it shows
         after, seconds = self._read(), max(time.perf_counter() - self._t0, 1e-3)
         if self._before is None or after is None:
             return None

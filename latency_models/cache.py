@@ -73,11 +73,14 @@ class LatencyCache:
             try:
                 METADATA.create_all(self.engine, checkfirst=True)
                 break
-            except sa.exc.OperationalError:
-                if attempt == 4:
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError) as e:
+                # SQLite locked; PostgreSQL: a concurrent CREATE TABLE won between the check and
+                # ours (DuplicateTable): the next check finds its table
+                lost_race = isinstance(e, sa.exc.OperationalError) or "already exists" in str(e)
+                if attempt == 4 or not lost_race:
                     raise
                 time.sleep(0.2 * (attempt + 1))
-            except sa.exc.IntegrityError:  # PostgreSQL: a concurrent CREATE TABLE won
+            except sa.exc.IntegrityError:  # PostgreSQL: a concurrent CREATE TABLE won (pg_type)
                 break
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ class Trained:
     latency: float
     trial: int | None = None
     quiet: bool = True  # False: its latency was never measured within the load limit
-    cv: float | None = None  # coefficient of variation of its latency measurement
+    cv: float | None = None  # its figure's repeatability: spread of the round medians (else per-call CV)
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,13 @@ def compare(found: list[Trained], baselines: list[Trained]) -> list[Versus]:
 
 
 def _figure(final: FinalLatencies, key: str) -> tuple[float, bool, float | None] | None:
-    """(median, quiet and steady, CV) of a final-pass figure."""
+    """(median, quiet and steady, repeatability) of a final-pass figure."""
     figure = final.figures.get(key)
     if not isinstance(figure, dict) or figure.get("median") is None:
         return None
     trusted = bool(figure.get("quiet", True)) and bool(figure.get("steady", True))
-    return float(figure["median"]), trusted, figure.get("cv")
+    spread = figure.get("spread")
+    return float(figure["median"]), trusted, spread if spread is not None else figure.get("cv")
 
 
 def trained_models(

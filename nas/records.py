@@ -102,7 +102,10 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        return self.extra | {k: v for k, v in out.items() if v is not None or k in ("test_top1",)}
+        kept = {k: v for k, v in out.items() if v is not None or k == "test_top1"}
+        if not self.trials:  # a baseline or an architecture file stands for no trial
+            kept.pop("trials")
+        return self.extra | kept
 
     @classmethod
     def all_in(cls, study_attrs: dict[str, Any]) -> dict[str, RunRecord]:

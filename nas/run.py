@@ -55,13 +55,13 @@ class RunPlan:
     concurrent: int | str = "auto"  # trainings at once (ProcessTrainer)
     mps: bool = True  # on CUDA, start NVIDIA MPS for the trainings where it is there and not running
     final_attempts: int = 3  # measurements of one model in the final pass until one is quiet and steady
-    max_cv: float = 0.03  # steady: the spread (std / mean of its calls) of a final measurement at most this
+    max_spread: float = 0.03  # steady: a final measurement's round medians agree (std / mean) within this
 
     def __post_init__(self) -> None:
         if isinstance(self.final_attempts, bool) or self.final_attempts < 1:
             raise ValueError(f"run.final_attempts: expected an integer >= 1, got {self.final_attempts!r}")
-        if not 0 < self.max_cv:
-            raise ValueError(f"run.max_cv: expected a number > 0, got {self.max_cv!r}")
+        if not 0 < self.max_spread:
+            raise ValueError(f"run.max_spread: expected a number > 0, got {self.max_spread!r}")
         ProcessTrainer(self.concurrent)  # its own check
 
 
@@ -121,7 +121,7 @@ def run_all(cfg, config_dirs, console) -> int:
     phase("training", started)
 
     started = time.perf_counter()
-    measure_alike(cfg, candidates, split.data, plan.final_attempts, plan.max_cv, console)
+    measure_alike(cfg, candidates, split.data, plan.final_attempts, plan.max_spread, console)
     phase("measurement", started)
 
     started = time.perf_counter()
@@ -170,11 +170,11 @@ def _final_profiler(cfg) -> Any:
     return build_profiler(node)
 
 
-def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_cv: float, console) -> None:
-    """Every trained model measured again, one at a time, until quiet and steady (CV at most
-    ``max_cv``; ``attempts`` at most: a model never measured so keeps its best figure, flagged),
-    into the study attribute FINAL_LATENCY_ATTR. Figures already there for the same profiler
-    and machine are kept."""
+def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_spread: float, console) -> None:
+    """Every trained model measured again, one at a time, until quiet and steady (its round
+    medians within ``max_spread`` of each other, std / mean), ``attempts`` at most: a model never
+    measured so keeps its best figure, flagged. Into the study attribute FINAL_LATENCY_ATTR;
+    figures already there for the same profiler and machine are kept."""
     profiler = _final_profiler(cfg)
     hardware, _ = hardware_for(profiler)
     storage = open_storage(cfg.storage, cfg.heartbeat_s)
@@ -191,27 +191,33 @@ def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_cv:
             measure = candidate.timer(profiler, shape) if key not in final.figures else None
             if measure is None:
                 continue
-            result = _until_quiet(measure, attempts, max_cv)
-            steady = result.cv <= max_cv
+            result = _until_quiet(measure, attempts, max_spread)
+            steady = result.steadiness <= max_spread
             flagged += not (result.quiet and steady)
             final.figures[key] = result.to_dict() | {"steady": steady}
             study.set_user_attr(FINAL_LATENCY_ATTR, final.to_dict())  # per model: a rerun resumes here
-        worst = max((f.get("cv") or 0.0 for f in final.figures.values()), default=0.0)
+        worst = max((_steadiness(f) for f in final.figures.values()), default=0.0)
+        never = f"; {flagged} never quiet and steady, flagged" if flagged else ""
         console.print(
             f"Final pass: {len(final.figures)} models measured alike by {profiler.name} "
-            f"(worst CV {worst:.1%}{f'; {flagged} never quiet and steady, flagged' if flagged else ''})."
+            f"(worst spread of round medians {worst:.1%}{never})."
         )
     finally:
         storage.engine.dispose()
 
 
-def _until_quiet(measure, attempts: int, max_cv: float):
+def _steadiness(figure: dict) -> float:
+    spread = figure.get("spread")
+    return float(spread if spread is not None else figure.get("cv") or 0.0)
+
+
+def _until_quiet(measure, attempts: int, max_spread: float):
     best = None
     for attempt in range(attempts):
         result = measure()
-        if result.quiet and result.cv <= max_cv:
+        if result.quiet and result.steadiness <= max_spread:
             return result
-        if best is None or (not best.quiet, best.cv) > (not result.quiet, result.cv):
+        if best is None or (not best.quiet, best.steadiness) > (not result.quiet, result.steadiness):
             best = result
         time.sleep(1.0 * (attempt + 1))  # let the machine settle (a training's workers ending)
     return best

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ENV = "NAS_STATUS_FILE"
-MIN_INTERVAL_S = 0.5  # rewrites of one phase at most this often (the last one is always written)
+MIN_INTERVAL_S = 0.5  # rewrites of one phase at most this often (its first and last always written)
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,12 @@ def report(phase: str, done: int, total: int | None = None, study: str | None = 
     if not path:
         return
     now = time.time()
-    if phase not in _phase:
+    began = phase not in _phase
+    if began:
         _phase.clear()
         _phase[phase] = now
     finished = total is not None and done >= total
-    if not finished and now - _last_write[0] < MIN_INTERVAL_S:
+    if not (began or finished) and now - _last_write[0] < MIN_INTERVAL_S:
         return
     _last_write[0] = now
     status = Status(phase, int(done), total, study, _phase[phase], now)

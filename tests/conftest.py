@@ -12,6 +12,65 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NAS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``: ``-n 2``), each worker is a machine of its own: it runs
+    on its own share of the cores (pinned before torch starts its thread pools, so a worker's
+    torch, ONNX Runtime and child processes use that share alone) and has its own measurement
+    lock folder. So one worker's training never lands on the core where the other's profiler
+    measures (a figure measured under load is retried and then flagged, never kept), and one
+    worker's measurement does not stop the other's searches. Tests of the lock itself use
+    folders of their own; tests that need the whole machine run in ``make test``'s second,
+    serial pass (marker ``whole_machine``)."""
+    config.addinivalue_line(
+        "markers", "whole_machine: needs every core of the machine (run after the parallel pass)"
+    )
+    worker = getattr(config, "workerinput", None)
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    index, count = int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
+    cores = sorted(os.sched_getaffinity(0))
+    if count <= len(cores):
+        share = set(cores[index * len(cores) // count : (index + 1) * len(cores) // count])
+        for thread in os.listdir("/proc/self/task"):  # execnet's threads too, not just this one
+            try:
+                os.sched_setaffinity(int(thread), share)
+            except OSError:
+                pass
+    import tempfile
+
+    base = os.environ.get("NAS_LOCK_DIR") or str(Path(tempfile.gettempdir()) / "nas-locks")
+    os.environ["NAS_LOCK_DIR"] = f"{base}-{worker['testrunuid'][:8]}-{worker['workerid']}"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A command run in this process may set torch's thread count for itself (a worker's
+    ``threads``): the next test starts with the count the process had."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    yield
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+# Test files all of whose tests need the whole machine: they pin work to given cores, keep
+# cores busy on purpose or compare figures measured on two cores.
+WHOLE_MACHINE_FILES = ("latency_models_tests/test_quiet.py",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    in_worker = hasattr(config, "workerinput")
+    for item in items:
+        if any(item.nodeid.startswith(f"tests/{f}::") for f in WHOLE_MACHINE_FILES):
+            item.add_marker(pytest.mark.whole_machine)
+        if in_worker and item.get_closest_marker("whole_machine"):
+            item.add_marker(
+                pytest.mark.skip(reason="needs the whole machine: make test runs it in its serial pass")
+            )
+
+
 TINY = dict(
     name="tiny",
     image_size=28,
@@ -165,9 +224,11 @@ TINY_SEARCH = [
 ]
 
 
-def run_in_process(*args: str, cwd: Path) -> tuple[int, str, str]:
+def run_in_process(*args: str, cwd: Path, extra_path: Path | None = None) -> tuple[int, str, str]:
     """``nas ARGS`` in this process (no interpreter start-up: for the many checks where no
-    process boundary is under test). Returns (exit code, stdout, stderr)."""
+    process boundary is under test). ``extra_path`` is importable meanwhile (what run_nas puts
+    on PYTHONPATH), and the modules imported from it are forgotten afterwards. Returns (exit
+    code, stdout, stderr)."""
     import contextlib
     import io
 
@@ -177,6 +238,8 @@ def run_in_process(*args: str, cwd: Path) -> tuple[int, str, str]:
     before, columns = Path.cwd(), os.environ.get("COLUMNS")
     os.chdir(cwd)
     os.environ["COLUMNS"] = "300"  # rich tables unwrapped
+    if extra_path is not None:
+        sys.path.insert(0, str(extra_path))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
@@ -186,13 +249,19 @@ def run_in_process(*args: str, cwd: Path) -> tuple[int, str, str]:
             del os.environ["COLUMNS"]
         else:
             os.environ["COLUMNS"] = columns
+        if extra_path is not None:
+            sys.path.remove(str(extra_path))
+            root = str(Path(extra_path).resolve())
+            for name, module in list(sys.modules.items()):
+                if str(getattr(module, "__file__", None) or "").startswith(root):
+                    del sys.modules[name]
     return code, out.getvalue(), err.getvalue()
 
 
-def nas_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def nas_in_process(*args: str, cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess:
     """``run_in_process`` with ``run_nas``'s result type, for tests that check what a command
     does rather than the process around it."""
-    code, out, err = run_in_process(*args, cwd=cwd)
+    code, out, err = run_in_process(*args, cwd=cwd, extra_path=extra_path)
     return subprocess.CompletedProcess(["nas", *args], code, out, err)
 
 

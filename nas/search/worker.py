@@ -47,6 +47,27 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return sorted(before - running())
 
 
+def run_one_trial(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTrial | None:
+    """Ask, score and tell one trial; the finished trial, or None where it was finished
+    elsewhere while it was scored: failed as stale by another worker (its heartbeat missed on a
+    loaded machine) and, retried, possibly run by two. The study keeps one result either way.
+    Optuna then refuses the tell (ValueError) or, for a trial failed elsewhere, trips its own
+    assertion: either is taken as that only where the storage says the trial was finished."""
+    last: dict[str, Any] = {}
+
+    def scored(trial: optuna.Trial) -> Any:
+        last["id"] = trial._trial_id
+        return objective(trial)
+
+    try:
+        study.optimize(scored, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: last.update(trial=t)])
+    except (ValueError, AssertionError):
+        if "id" not in last or not study._storage.get_trial(last["id"]).state.is_finished():
+            raise
+        return None
+    return last.get("trial")
+
+
 def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any = None) -> int:
     """One worker: pull trials from the study until it holds ``n_trials`` COMPLETE ones.
 
@@ -76,7 +97,7 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
     seed = base + len(study.trials) + SAMPLER_SEED_STRIDE * worker
     study.sampler = LockedSampler(instantiate("sampler", cfg.sampler, seed=seed))
     objective = Objective(setup, supernet, study, worker)
-    failures, last = 0, {}
+    failures = 0
     try:
         while True:
             with computing():
@@ -87,10 +108,7 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
                 fail_stale_trials(study)
                 time.sleep(min(1.0, cfg.heartbeat_s))
                 continue
-            study.optimize(
-                objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: last.update(trial=t)]
-            )
-            trial = last.pop("trial", None)
+            trial = run_one_trial(study, objective)
             if after_trial is not None:
                 after_trial()
             if trial is not None and trial.state == TrialState.FAIL:

@@ -13,6 +13,7 @@ from latency_models.conformance import check_profiler
 from tests.conftest import REPO, run_nas
 
 PLUGIN = REPO / "examples" / "nas-flops-rate"
+pytestmark = pytest.mark.xdist_group("plugins")  # one pip install for the module, in one worker
 
 
 @pytest.fixture(scope="module")

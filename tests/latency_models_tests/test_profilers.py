@@ -56,6 +56,20 @@ def test_latency_result_statistics():
     assert r.median == 3.0 and r.p90 == 100.0 and r.n_runs == 5
     assert r.mean == pytest.approx(22.0) and r.cv == pytest.approx(r.std / 22.0)
     assert r.to_dict()["cv"] == pytest.approx(r.cv)
+    assert r.spread is None and r.steadiness == r.cv  # one round: only the per-call spread
+
+
+def test_a_figure_in_rounds_is_as_steady_as_its_round_medians():
+    """A few slow calls (an interrupt, a page fault) make the per-call CV large while the
+    median, the figure, would come out the same if measured again: steadiness is the spread of
+    the round medians; a round that is slow throughout shows there."""
+    rounds = [[1.0] * 19 + [30.0], [1.01] * 20, [0.99] * 20]
+    r = LatencyResult.from_rounds(rounds, unit="ms")
+    assert r.median == 1.0 and r.cv > 0.5
+    assert r.spread == pytest.approx(0.00816, rel=0.01) and r.steadiness == r.spread
+    assert LatencyResult.from_dict(r.to_dict()) == r  # kept in the latency table as measured
+    slow_round = LatencyResult.from_rounds([[1.0] * 20, [1.0] * 20, [1.3] * 20])
+    assert slow_round.steadiness > 0.1
 
 
 def test_profiler_measures_the_given_model(vit_space):

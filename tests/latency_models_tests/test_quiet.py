@@ -25,9 +25,12 @@ needs_two_cores = pytest.mark.skipif(len(CORES) < 2, reason="needs two cores")
 
 
 def _busy(cpu: int) -> subprocess.Popen:
-    """A process spinning on ``cpu`` (other work on the machine)."""
-    code = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
-    return subprocess.Popen([sys.executable, "-c", code])
+    """A process spinning on ``cpu`` (other work on the machine), returned once it spins: an
+    interpreter's start on a loaded machine takes longer than any fixed pause."""
+    code = f"import os; os.sched_setaffinity(0, {{{cpu}}}); print(flush=True)\nwhile True: pass"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    process.stdout.readline()
+    return process
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -155,20 +158,23 @@ def test_two_slots_measure_at_once_and_a_third_waits(tmp_path, monkeypatch):
 
 
 @needs_two_cores
-def test_slot_figures_match_one_at_a_time_figures(tiny_space):
+def test_slot_figures_match_one_at_a_time_figures(vit_space):
     """The same models timed alone on the machine (slots=0) and on a slot while another core
-    computes (slots=1, a process spinning on the other core): the medians agree. A ratio within
-    one run; BENCHMARKS.md has the distribution on a large machine."""
-    archs = _archs(tiny_space, 3)
+    computes (slots=1, a process spinning on the other core), alternately, four times over: the
+    median ratio is near 1. A small VM's figures jump between speed levels from one measurement
+    to the next (alone against alone too), so one pair proves nothing and the bound is loose;
+    BENCHMARKS.md (section 12) has the distribution on a large machine."""
+    archs = _archs(vit_space, 3)
     alone = create_profiler("onnxruntime", slots=0, runs=60, warmup=10, max_background_load=64.0)
     slotted = create_profiler("onnxruntime", slots=1, runs=60, warmup=10, max_background_load=64.0)
     ratios = []
-    for arch in archs:
-        first = alone.measure(arch).median
-        hog = _busy(CORES[0])  # the search's computation, kept off the slot's core
-        try:
-            beside = slotted.measure(arch).median
-        finally:
-            _stop(hog)
-        ratios.append(beside / first)
+    for _ in range(4):
+        for arch in archs:
+            first = alone.measure(arch).median
+            hog = _busy(CORES[0])  # the search's computation, kept off the slot's core
+            try:
+                beside = slotted.measure(arch).median
+            finally:
+                _stop(hog)
+            ratios.append(beside / first)
     assert 0.75 < statistics.median(ratios) < 1.33, ratios

@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, run_nas
+from tests.conftest import REPO, nas_in_process
 
 ARGS = ["search", "+space=tiny", "supernet.epochs=1", "profiler.runs=10", "profiler.warmup=2"]
 ARGS += ["n_trials=16", "heartbeat_s=1", "progress=false"]
@@ -53,7 +53,7 @@ def test_kill_9_during_the_search_then_the_same_command_finishes_it(tmp_path):
     assert len(killed_running) == 1
 
     time.sleep(4)  # > 3 x heartbeat_s: the killed trial's heartbeat is stale
-    rerun = run_nas(*ARGS, cwd=tmp_path)
+    rerun = nas_in_process(*ARGS, cwd=tmp_path)  # the same command again, here
     assert rerun.returncode == 0, rerun.stderr
     assert "left running by a killed run" in rerun.stdout
 

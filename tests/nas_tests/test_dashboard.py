@@ -13,7 +13,7 @@ import urllib.request
 import optuna
 import pytest
 
-from tests.conftest import REPO, run_nas
+from tests.conftest import REPO, nas_in_process
 
 
 def free_port() -> int:
@@ -69,6 +69,6 @@ def test_dashboard_serves_the_study_with_named_objectives(tmp_path, tiny_study):
 
 
 def test_dashboard_refuses_an_empty_storage(tmp_path):
-    result = run_nas("dashboard", f"storage=sqlite:///{tmp_path}/none.db", cwd=tmp_path)
+    result = nas_in_process("dashboard", f"storage=sqlite:///{tmp_path}/none.db", cwd=tmp_path)
     assert result.returncode == 2 and "there is no database" in result.stderr
     assert not (tmp_path / "none.db").exists()

@@ -19,7 +19,7 @@ from nas.checkpoint import load_checkpoint
 from nas.config import compose
 from nas.search.setup import prepare
 from nas.supernet_training import train_supernet
-from tests.conftest import REPO
+from tests.conftest import REPO, nas_in_process
 
 # Four steps of 1,024 images: long enough to train, short enough that two processes' different
 # float summation order stays at rounding level (Adam turns it into visible drift over hundreds).
@@ -120,7 +120,7 @@ def test_a_killed_rank_fails_the_run_in_one_line_and_the_rerun_resumes(tmp_path)
     assert not list(supernets.glob("*/supernet.pt"))
     assert not [p for p in processes if _cmdline(p)], "a process of the failed run outlived it"
 
-    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    rerun = nas_in_process(*args, cwd=tmp_path)  # the same command again (from this process)
     assert rerun.returncode == 0, rerun.stderr
     assert not partial.exists()
     final = load_checkpoint(next(supernets.glob("*/supernet.pt")))

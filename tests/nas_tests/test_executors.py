@@ -14,7 +14,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, run_nas
+from tests.conftest import REPO, nas_in_process, run_nas
 
 STUDY = "tiny-fashion_mnist_6k"
 BASE = ["search", "+space=tiny", "supernet.epochs=1", "profiler=flops", "heartbeat_s=1", "progress=false"]
@@ -66,7 +66,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_two_local_workers_share_the_study_and_stop_at_exactly_n_trials(tmp_path):
     # The tiny space has 64 members; 30 trials from two samplers repeat some: reused, not rescored.
-    result = run_nas(*BASE, "executor.n_workers=2", "n_trials=30", cwd=tmp_path)
+    result = nas_in_process(*BASE, "executor.n_workers=2", "n_trials=30", cwd=tmp_path)  # driver here
     assert result.returncode == 0, result.stderr
     assert "2 workers (local) share the study" in result.stdout
     trials = _assert_exact_and_scored_once(f"sqlite:///{tmp_path}/nas.db", 30)
@@ -123,7 +123,7 @@ def test_kill_9_of_a_worker_and_of_the_driver_then_the_same_command_finishes(tmp
     assert len(complete(before)) < n
 
     time.sleep(4)  # > 3 x heartbeat_s: the dead trials' heartbeats are stale
-    rerun = run_nas(*args, cwd=tmp_path)
+    rerun = nas_in_process(*args, cwd=tmp_path)  # the same command again (its driver here)
     assert rerun.returncode == 0, rerun.stderr
     trials = _assert_exact_and_scored_once(storage, n)
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -135,6 +135,7 @@ def test_kill_9_of_a_worker_and_of_the_driver_then_the_same_command_finishes(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray at a time (test_ray_jobs.py says why)
 def test_ray_runs_the_same_search_to_the_same_number_of_trials(tmp_path):
     cache = tmp_path / "c"  # short: Ray's socket paths live under <cache_dir>/ray
     result = run_nas(
@@ -148,7 +149,9 @@ def test_ray_runs_the_same_search_to_the_same_number_of_trials(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_on_postgresql(tmp_path, postgres_url):
-    result = run_nas(*BASE, "executor.n_workers=2", "n_trials=10", f"storage={postgres_url}", cwd=tmp_path)
+    result = nas_in_process(
+        *BASE, "executor.n_workers=2", "n_trials=10", f"storage={postgres_url}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     _assert_exact_and_scored_once(postgres_url, 10)
 
@@ -163,7 +166,7 @@ def test_two_workers_on_postgresql(tmp_path, postgres_url):
     ],
 )
 def test_bad_executor_settings_are_one_line_errors(tmp_path, override, key):
-    result = run_nas("search", "+space=tiny", override, cwd=tmp_path)
+    result = nas_in_process("search", "+space=tiny", override, cwd=tmp_path)
     assert result.returncode == 2
     assert key in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "nas.db").exists()

@@ -1,5 +1,6 @@
 """Supernet training: a SIGKILLed run resumes from its checkpoint and ends where an
-uninterrupted run ends."""
+uninterrupted run ends (the killed run is a process of its own; the reference and the rerun run
+in this process)."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from nas.checkpoint import load_checkpoint
-from tests.conftest import REPO
+from tests.conftest import REPO, run_in_process
 
 ARGS = [
     "+space=tiny",
@@ -24,7 +25,8 @@ ARGS = [
 
 
 def start(cwd, *extra):
-    env = os.environ | {"PYTHONPATH": str(REPO)}
+    # As many torch threads as the runs in this process use: the same float summation order.
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen(
         [sys.executable, "-m", "nas", "search", *ARGS, *extra],
         cwd=cwd,
@@ -39,7 +41,8 @@ def start(cwd, *extra):
 def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     reference.mkdir(), killed.mkdir()
-    assert start(reference).wait(timeout=300) == 0
+    code, out, err = run_in_process("search", *ARGS, cwd=reference)
+    assert code == 0, out + err
 
     proc = start(killed, "checkpoint_every_s=0")
     deadline = time.time() + 120
@@ -54,9 +57,8 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
     assert 0 < step < 2 * 37  # really stopped in the middle
     assert not list(checkpoints.glob("*/supernet.pt"))
 
-    resumed = start(killed)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    code, out, err = run_in_process("search", *ARGS, cwd=killed)  # the same command again
+    assert code == 0, out + err
     final = load_checkpoint(next(checkpoints.glob("*/supernet.pt")))
     expected = load_checkpoint(next((reference / ".nas_cache" / "supernets").glob("*/supernet.pt")))
     assert final["meta"]["key"] == expected["meta"]["key"]

@@ -105,3 +105,21 @@ def test_every_executor_is_built_from_its_config_and_one_local_worker_runs_in_pr
     polls = []
     statuses = LocalExecutor(n_workers=1).run(setup, supernet, lambda: polls.append(1), print, None)
     assert statuses == [DONE] and len(polls) == 3
+
+
+def test_a_trial_finished_elsewhere_while_it_scores_does_not_stop_the_worker(tmp_path):
+    """Another worker failed this trial as stale (its heartbeat missed on a loaded machine) while
+    it was still being scored: telling its result is refused, and the worker goes on."""
+    from nas.search.worker import run_one_trial
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", directions=["maximize"])
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # what fail_stale_trials does
+        return x
+
+    assert run_one_trial(study, objective) is None
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # one record of it, kept
+    finished = run_one_trial(study, lambda trial: trial.suggest_float("x", 0, 1))
+    assert finished.state == TrialState.COMPLETE and len(study.trials) == 2

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import REPO, run_in_process
 from tests.web_tests.test_jobs import _free_port, _serve
 
+pytestmark = pytest.mark.xdist_group("api")  # one server for the module, in one worker
+
 
 def _token(folder, name, scope="read") -> str:
     code, out, err = run_in_process("token", "create", f"token_name={name}", f"scope={scope}", cwd=folder)

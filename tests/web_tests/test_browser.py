@@ -39,9 +39,10 @@ EXPECTED_CONSOLE = ("status of 401", "status of 422")  # before logging in; the 
 
 DASHBOARD = "http://127.0.0.1:8081/"  # the server's dashboard_url: the page links it
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="no chromium (.ci/run installs it as root)"
-)
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium (.ci/run installs it as root)"),
+    pytest.mark.xdist_group("browser"),  # one server and one browser for the module, in one worker
+]
 
 
 # ----------------------------------------------------------------------------------------------

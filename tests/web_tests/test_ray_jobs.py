@@ -20,13 +20,16 @@ from tests.conftest import REPO
 from tests.web_tests.test_jobs import SEARCH, _free_port, _serve, _wait, answers
 
 pytest.importorskip("ray.dashboard", reason="ray[default] (the dashboard's job server) is not installed")
+# One Ray at a time under pytest-xdist (make test): local clusters started by ray.init take fixed
+# default ports (the dashboard agent's 52365), so the tests that start Ray share one worker.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture
 def cluster(tmp_path):
     """A one-node Ray cluster started as a user starts one (``ray start --head``), in its own
     session so that teardown stops it and nothing else; its jobs run in ``tmp_path``."""
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard, agent, client = _free_port(), _free_port(), _free_port(), _free_port()
     temp = Path(tempfile.mkdtemp(prefix="nas-rj-", dir="/tmp"))  # Ray's socket paths must be short
     bin_dir = str(Path(sys.executable).parent)
     env = os.environ | {
@@ -42,6 +45,8 @@ def cluster(tmp_path):
             "--block",
             f"--port={gcs}",
             f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={agent}",  # not Ray's fixed defaults: another Ray may hold them
+            f"--ray-client-server-port={client}",
             "--include-dashboard=true",
             "--num-cpus=2",
             f"--temp-dir={temp}",

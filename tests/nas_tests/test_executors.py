@@ -80,7 +80,7 @@ def test_two_local_workers_share_the_study_and_stop_at_exactly_n_trials(tmp_path
 @pytest.mark.slow
 def test_kill_9_of_a_worker_and_of_the_driver_then_the_same_command_finishes(tmp_path):
     storage = f"sqlite:///{tmp_path}/nas.db"
-    n = 40  # enough that both kills (after ~3 and ~7 trials) happen well before the end
+    n = 16  # enough that both kills (after ~2 and ~5 trials) happen well before the end
     args = [*BASE, "executor.n_workers=2", f"n_trials={n}", "profiler=onnxruntime", "profiler.runs=10"]
     env = os.environ | {"PYTHONPATH": str(REPO)}
     log = open(tmp_path / "driver.log", "w")
@@ -100,14 +100,14 @@ def test_kill_9_of_a_worker_and_of_the_driver_then_the_same_command_finishes(tmp
         return [t for t in trials if t.state == TrialState.COMPLETE]
 
     # 1. kill -9 one worker while it runs a trial: the driver starts it again.
-    trials = wait_for(lambda ts: len(complete(ts)) >= 3 and len(_children(driver.pid)) >= 2, "3 trials")
+    trials = wait_for(lambda ts: len(complete(ts)) >= 2 and len(_children(driver.pid)) >= 2, "2 trials")
     workers = _children(driver.pid)
     victim = workers[0]
     os.kill(victim, signal.SIGKILL)
     killed_at = len(complete(_trials(storage)))
     restarted = lambda: victim not in _children(driver.pid) and len(_children(driver.pid)) >= 2  # noqa: E731
     wait_for(
-        lambda ts: len(complete(ts)) >= killed_at + 4 and restarted(), "a restarted worker and 4 more trials"
+        lambda ts: len(complete(ts)) >= killed_at + 3 and restarted(), "a restarted worker and 3 more trials"
     )
 
     # 2. kill -9 the driver: its workers die with it (PR_SET_PDEATHSIG), trials stay RUNNING.

@@ -15,7 +15,8 @@ def test_profile_an_arch_file(tmp_path, tiny_space, tiny_study):
     for word in (
         "median",
         "p90",
-        "spread (CV)",
+        "per-call CV",
+        "round medians' spread",
         "runs / warm-up",
         "1 x (1, 28, 28)",
         "measured now",

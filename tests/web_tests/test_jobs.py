@@ -147,7 +147,7 @@ def test_sigkill_of_the_server_while_a_search_runs_loses_nothing(folder):
     port = _free_port()
     server, base = _serve(folder, port)
     headers = {"Authorization": f"Bearer {(folder / 'token').read_text()}"}
-    args = [*SEARCH, "n_trials=20", "study_name=survivor"]
+    args = [*SEARCH, "n_trials=10", "study_name=survivor"]
     job = httpx.post(
         f"{base}/api/jobs", json={"kind": "search", "args": args}, headers=headers, timeout=60
     ).json()
@@ -163,7 +163,7 @@ def test_sigkill_of_the_server_while_a_search_runs_loses_nothing(folder):
             f"{base}/api/jobs/{job['id']}/log", headers=headers
         ).text
         study = optuna.load_study(study_name="survivor", storage=f"sqlite:///{folder}/nas.db")
-        assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 20
+        assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 10
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(10)

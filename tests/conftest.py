@@ -55,8 +55,14 @@ def _torch_threads_restored():
 
 
 # Test files all of whose tests need the whole machine: they pin work to given cores, keep
-# cores busy on purpose or compare figures measured on two cores.
-WHOLE_MACHINE_FILES = ("latency_models_tests/test_quiet.py",)
+# cores busy on purpose or compare figures measured on two cores; or they start several
+# processes that each want a core of their own (a Ray cluster and its job, torchrun's ranks),
+# which on one worker's share of a small machine take twice as long.
+WHOLE_MACHINE_FILES = (
+    "latency_models_tests/test_quiet.py",
+    "web_tests/test_ray_jobs.py",
+    "nas_tests/test_distributed.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -78,6 +78,7 @@ def test_two_local_workers_share_the_study_and_stop_at_exactly_n_trials(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.whole_machine  # a driver and two workers, each wanting a core
 def test_kill_9_of_a_worker_and_of_the_driver_then_the_same_command_finishes(tmp_path):
     storage = f"sqlite:///{tmp_path}/nas.db"
     n = 16  # enough that both kills (after ~2 and ~5 trials) happen well before the end

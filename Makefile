@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --no-compile -e .
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+# On a fresh clone one pip run installs the package and the test tools (one resolution, not two).
+$(TEST_STAMP): pyproject.toml
+	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --no-compile -e '.[test]'
-	touch $(TEST_STAMP)
+	touch $(STAMP) $(TEST_STAMP)
 
 search: $(STAMP)
 	$(VENV)/bin/nas search +space=hybrid

@@ -48,13 +48,13 @@ def test_concurrent_processes_measure_once(tmp_path, tiny_space, database, reque
     arch = tiny_space.largest()
     ctx = multiprocessing.get_context("spawn")
     args = (url, str(log), arch.to_json())
-    workers = [ctx.Process(target=_measure_in_process, args=args) for _ in range(3)]
+    workers = [ctx.Process(target=_measure_in_process, args=args) for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(120)
-    assert [w.exitcode for w in workers] == [0, 0, 0]
-    assert len(log.read_text().split()) == 1  # one process measured, two waited for its figure
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(log.read_text().split()) == 1  # one process measured, the other waited for its figure
     cache = LatencyCache(url)
     assert cache.count() == 1
     profiler = create_profiler("onnxruntime", runs=5, warmup=1, **ANY_LOAD)

@@ -16,7 +16,7 @@ EXAMPLES = 25  # per operation and token: the fixed budget
 # start a ``nas <kind> --cfg`` check process (and, passing that, a job): seconds per example
 # where every other operation takes milliseconds. The few kinds and argument lists that get
 # that far are covered by this many; every other operation keeps EXAMPLES.
-EXAMPLES_FOR = {("write", "POST", "/api/jobs"): 6}
+EXAMPLES_FOR = {("write", "POST", "/api/jobs"): 3}
 TIMEOUT_S = 150  # per request: a job's argument check may take the server's 120 s on a loaded machine
 
 

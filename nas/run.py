@@ -32,6 +32,7 @@ from omegaconf import open_dict
 from rich.table import Table
 
 from latency_models._base import hardware_for, profiler_key
+from nas import status
 from nas.config import instantiate
 from nas.latency import build_profiler
 from nas.records import FINAL_LATENCY_ATTR, RUN_PHASES_ATTR, FinalLatencies
@@ -186,7 +187,8 @@ def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_spr
             final = FinalLatencies(described, hardware, {})
         shape = (data.in_channels, data.image_size, data.image_size)
         flagged = 0
-        for candidate in candidates:
+        for i, candidate in enumerate(candidates):
+            status.report("measurement", i, len(candidates), study=cfg.study_name)
             key = candidate.final_key()
             measure = candidate.timer(profiler, shape) if key not in final.figures else None
             if measure is None:
@@ -197,6 +199,7 @@ def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_spr
             final.figures[key] = result.to_dict() | {"steady": steady}
             study.set_user_attr(FINAL_LATENCY_ATTR, final.to_dict())  # per model: a rerun resumes here
         worst = max((_steadiness(f) for f in final.figures.values()), default=0.0)
+        status.report("measurement", len(candidates), len(candidates), study=cfg.study_name)
         never = f"; {flagged} never quiet and steady, flagged" if flagged else ""
         console.print(
             f"Final pass: {len(final.figures)} models measured alike by {profiler.name} "

@@ -167,6 +167,7 @@ class ProcessTrainer:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // n)
         results: dict[str, Retrained] = {}
+        status.report("training", 0, len(jobs.candidates))  # the phase shows while the first ones run
         columns = [TextColumn("trainings"), BarColumn(), TextColumn("{task.completed}/{task.total}")]
         columns += [TimeElapsedColumn()]
         with (

@@ -124,7 +124,7 @@ class Load:
     machine: float
 
 
-MIN_WINDOW_S = 0.2  # LoadMeter's shortest window: 20 clock ticks at the usual 100 Hz, 5 % resolution
+MIN_WINDOW_S = 0.1  # LoadMeter's shortest window: 10 ticks of /proc/stat (100 Hz)
 
 
 class LoadMeter:

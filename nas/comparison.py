@@ -62,8 +62,7 @@ def _figure(final: FinalLatencies, key: str) -> tuple[float, bool, float | None]
     if not isinstance(figure, dict) or figure.get("median") is None:
         return None
     trusted = bool(figure.get("quiet", True)) and bool(figure.get("steady", True))
-    spread = figure.get("spread")
-    return float(figure["median"]), trusted, spread if spread is not None else figure.get("cv")
+    return float(figure["median"]), trusted, FinalLatencies.steadiness(figure)
 
 
 def trained_models(

@@ -215,3 +215,10 @@ class FinalLatencies:
     def median(self, key: str) -> float | None:
         figure = self.figures.get(key)
         return figure.get("median") if isinstance(figure, dict) else None
+
+    @staticmethod
+    def steadiness(figure: dict[str, Any]) -> float | None:
+        """A stored figure's repeatability: the spread of its round medians where it was measured
+        in rounds, else its per-call CV (LatencyResult.steadiness, as stored)."""
+        spread = figure.get("spread")
+        return spread if spread is not None else figure.get("cv")

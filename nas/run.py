@@ -198,7 +198,7 @@ def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_spr
             flagged += not (result.quiet and steady)
             final.figures[key] = result.to_dict() | {"steady": steady}
             study.set_user_attr(FINAL_LATENCY_ATTR, final.to_dict())  # per model: a rerun resumes here
-        worst = max((_steadiness(f) for f in final.figures.values()), default=0.0)
+        worst = max((FinalLatencies.steadiness(f) or 0.0 for f in final.figures.values()), default=0.0)
         status.report("measurement", len(candidates), len(candidates), study=cfg.study_name)
         never = f"; {flagged} never quiet and steady, flagged" if flagged else ""
         console.print(
@@ -207,11 +207,6 @@ def measure_alike(cfg, candidates: list[Candidate], data, attempts: int, max_spr
         )
     finally:
         storage.engine.dispose()
-
-
-def _steadiness(figure: dict) -> float:
-    spread = figure.get("spread")
-    return float(spread if spread is not None else figure.get("cv") or 0.0)
 
 
 def _until_quiet(measure, attempts: int, max_spread: float):

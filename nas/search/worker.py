@@ -56,13 +56,16 @@ def run_one_trial(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTri
     last: dict[str, Any] = {}
 
     def scored(trial: optuna.Trial) -> Any:
-        last["id"] = trial._trial_id
+        last["number"] = trial.number
         return objective(trial)
 
     try:
         study.optimize(scored, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: last.update(trial=t)])
     except (ValueError, AssertionError):
-        if "id" not in last or not study._storage.get_trial(last["id"]).state.is_finished():
+        if "number" not in last:
+            raise
+        (now,) = [t for t in study.get_trials(deepcopy=False) if t.number == last["number"]]
+        if not now.state.is_finished():
             raise
         return None
     return last.get("trial")

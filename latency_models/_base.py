@@ -64,6 +64,7 @@ class LatencyResult:
     machine_load: float | None = None  # other processes' load on the whole machine meanwhile
     quiet: bool = True  # False: never measured within the profiler's load limit (a flagged figure)
     spread: float | None = None  # std / mean of the round medians: the figure's own repeatability
+    seconds: dict[str, float] | None = None  # where a measurement's time went (export, wait, timing)
 
     @property
     def steadiness(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import numpy as np
@@ -117,12 +118,18 @@ class OnnxRuntimeProfiler(ModuleProfiler):
     def measure_module(self, model: Any, input_shape: tuple[int, ...]) -> LatencyResult:
         """Export ``model`` (input ``(batch_size, *input_shape)``) and time it."""
 
+        started = time.perf_counter()
         with computing():  # export and graph optimisation: never beside another's measurement
             session = self.session(to_onnx(model, input_shape))
+        exported = time.perf_counter()
         shape = (self.batch_size, *input_shape)
         feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
+        attempts = []
 
-        timed = lambda: time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds)  # noqa: E731
+        def timed():
+            attempts.append(time.perf_counter())
+            return time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds)
+
         with contextlib.ExitStack() as held:
             if self._slots:
                 cpu = min(self._slots[held.enter_context(measuring_on_slot(self._slot_locks))])
@@ -131,6 +138,7 @@ class OnnxRuntimeProfiler(ModuleProfiler):
                 cpu = self._cpu
             held.enter_context(pinned(cpu))
             rounds, load, quiet = quiet_measurement(timed, self.max_background_load, self.retries, cpu)
+        done = time.perf_counter()
         return LatencyResult.from_rounds(
             rounds,
             unit="ms",
@@ -140,4 +148,10 @@ class OnnxRuntimeProfiler(ModuleProfiler):
             background_load=round(load.near, 3),
             machine_load=round(load.machine, 3),
             quiet=quiet,
+            seconds={
+                "export": round(exported - started, 4),
+                "wait": round(attempts[0] - exported, 4),
+                "timing": round(done - attempts[0], 4),
+                "attempts": len(attempts),
+            },
         )

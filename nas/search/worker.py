@@ -111,6 +111,7 @@ def work(setup: Setup, worker: int = 0, supernet: Any = None, after_trial: Any =
                 fail_stale_trials(study)
                 time.sleep(min(1.0, cfg.heartbeat_s))
                 continue
+            objective.asked_at = time.perf_counter()
             trial = run_one_trial(study, objective)
             if after_trial is not None:
                 after_trial()
@@ -130,6 +131,7 @@ class Objective:
 
     def __init__(self, setup: Setup, supernet: Any, study: optuna.Study, worker: int = 0) -> None:
         self.setup, self.supernet, self.study, self.worker = setup, supernet, study, worker
+        self.asked_at = time.perf_counter()  # when the worker asked for the trial (sampler time)
         self.cache = LatencyCache(setup.cfg.storage)
         self.batch_size = VALIDATION_BATCH.get(
             next(supernet.parameters()).device.type, VALIDATION_BATCH["cpu"]
@@ -157,7 +159,10 @@ class Objective:
             arch = self.setup.space.suggest(trial)
             key = arch.key()
             trial.set_user_attr("arch_key", key)  # now, so other workers see what this one scores
+        ask_seconds = time.perf_counter() - self.asked_at  # the sampler's and the storage's share
+        start = time.perf_counter()
         earlier = self._elsewhere(trial, key)  # also prunes a trial beyond the quota
+        wait_seconds = time.perf_counter() - start
         if earlier is not None:  # a repeat suggestion: the figures of the trial that scored it
             with computing():
                 for name, value in earlier.user_attrs.items():
@@ -212,6 +217,8 @@ class Objective:
             "worker": self.worker,
             "eval_seconds": round(eval_seconds, 4),
             "latency_seconds": round(latency_seconds, 4),
+            "ask_seconds": round(ask_seconds, 4),
+            "wait_seconds": round(wait_seconds, 4),
         }
         if check is not None:
             attrs["latency_measured"] = check.to_dict()

@@ -2,9 +2,10 @@
 
 The recipe is timm's: ``create_optimizer_v2``, ``create_scheduler_v2`` (stepped per update),
 ``Mixup``/CutMix with ``SoftTargetCrossEntropy``, ``LabelSmoothingCrossEntropy``, ``ModelEmaV3``;
-bf16 autocast on CUDA. The run checkpoints atomically and resumes after a kill exactly where it
-stopped (``nas.resumable``: data order and augmentation are seeded per epoch and step, as in
-supernet training); its folder then holds ``model.pt`` and ``result.json``.
+on CUDA bf16 autocast and forward + backward replayed as a CUDA graph (``nas.training.graphs``).
+The run checkpoints atomically and resumes after a kill exactly where it stopped
+(``nas.resumable``: data order and augmentation are seeded per epoch and step, as in supernet
+training); its folder then holds ``model.pt`` and ``result.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from nas.data import ImageData
 from nas.records import file_safe
 from nas.resumable import ResumableLoop
 from nas.supernet_training import evaluate, resolve_device
+from nas.training.graphs import TrainingForward
 from nas.training.recipe import RetrainRecipe
 
 RESULT, CHECKPOINT, WEIGHTS = "result.json", "checkpoint.pt", "model.pt"  # a run folder's files
@@ -134,7 +136,7 @@ def retrain(
     state = {"model": model, "optimizer": optimizer} | ({"ema": ema} if ema is not None else {})
     loop = ResumableLoop(run_dir / CHECKPOINT, state, recipe.seed, steps_per_epoch, total, checkpoint_every_s)
     loop.resume(dev)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    forward = TrainingForward(model, dev, recipe.cuda_graphs)  # bf16 autocast on CUDA
     val = data.subset(val_idx)
     scored = ema.module if ema is not None else model
     started_at = time.time()
@@ -150,8 +152,7 @@ def retrain(
                     torch.manual_seed(loop.step_seed())
                     np.random.seed(loop.step_seed() % 2**32)
                     x, y = mixup(x, y)
-                with autocast:
-                    loss = criterion(model(x).float(), y)
+                loss = criterion(forward(x).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

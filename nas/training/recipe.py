@@ -13,7 +13,7 @@ import timm.optim
 from nas.supernet_training import check_ranges
 
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")  # create_scheduler_v2's
-_NOT_IN_KEY = {"channels_last"}  # how a training runs, not what it trains
+_NOT_IN_KEY = {"channels_last", "cuda_graphs"}  # how a training runs, not what it trains
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class RetrainRecipe:
     # NHWC kernels for depthwise and small convolutions. How the training runs, not what it
     # trains, so not part of the key.
     channels_last: bool = False
+    # CUDA: forward + backward captured once as a CUDA graph and replayed (nas.training.graphs);
+    # the same computation, launched at once instead of kernel by kernel. Not part of the key.
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         check_ranges(

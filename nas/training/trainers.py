@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from latency_models.flops import count_flops
 from nas import status
 from nas.data import ImageData
 from nas.training.candidates import Candidate
@@ -34,6 +35,14 @@ class TrainJobs:
     checkpoint_every_s: float
     cache_dir: Path
     progress: bool
+
+    def longest_first(self) -> list[int]:
+        """The candidates' indices, the costliest training first (FLOPs of a forward pass): when
+        several train at once, the long ones then do not start last and leave the device to
+        finish alone."""
+        shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
+        cost = [count_flops(c.build().eval(), shape) for c in self.candidates]
+        return sorted(range(len(cost)), key=lambda i: -cost[i])
 
     def run_dir(self, candidate: Candidate) -> Path:
         init = candidate.init_for(self.init)
@@ -178,7 +187,7 @@ class ProcessTrainer:
             ) as pool,
         ):  # fmt: skip
             task = bar.add_task("trainings", total=len(jobs.candidates))
-            futures = {pool.submit(_child_train, i): c for i, c in enumerate(jobs.candidates)}
+            futures = {pool.submit(_child_train, i): jobs.candidates[i] for i in jobs.longest_first()}
             for future in concurrent.futures.as_completed(futures):
                 candidate = futures[future]
                 results[candidate.name] = future.result()

@@ -21,6 +21,9 @@ def test_onnxruntime_profiler_measures_a_real_session(vit_space):
         assert r.unit == "ms" and r.n_warmup == 3
         assert r.n_runs >= 20 and r.n_runs % 4 == 0  # 5 rounds of 4, more while they disagree
         assert 0 < r.median <= r.p90 and r.std >= 0
+        # where the measurement's time went: export, wait for the machine, timing (1+ attempts)
+        assert set(r.seconds) == {"export", "wait", "timing", "attempts"} and r.seconds["attempts"] >= 1
+        assert r.seconds["export"] > 0 and r.seconds["timing"] > 0 and r.seconds["wait"] >= 0
     # 100x the FLOPs: measurably slower, whatever the machine.
     assert r_big.median > r_small.median
     assert profiler.settings()["threads"] == 1

@@ -159,3 +159,26 @@ def test_process_trainer_trains_candidates_at_once(tiny_study, tmp_path):
     assert spans[1][0] < spans[0][1], f"the trainings did not overlap: {spans}"
     for name, result in together.items():
         assert abs(result.val_top1 - alone[name].val_top1) <= 1.0  # same seeds; threads may reorder sums
+
+
+def test_the_costliest_training_starts_first():
+    """Trainings sharing a device start longest first (FLOPs of a forward pass), so the long
+    ones do not start last and finish alone."""
+    import torch
+    from torch import nn
+
+    from nas.config import compose, instantiate
+    from nas.training.candidates import Candidate
+    from nas.training.trainers import TrainJobs
+
+    data = instantiate("dataset", compose([]).dataset).load()
+    recipe = instantiate("retrain", compose([]).retrain)
+
+    def conv(width: int):
+        return lambda: nn.Sequential(nn.Conv2d(data.in_channels, width, 3), nn.Flatten(), nn.LazyLinear(10))
+
+    candidates = [Candidate(name, conv(w)) for name, w in (("narrow", 2), ("wide", 64), ("mid", 8))]
+    jobs = TrainJobs(
+        candidates, data, torch.arange(8), torch.arange(8), recipe, "scratch", "cpu", 30.0, None, False
+    )
+    assert [candidates[i].name for i in jobs.longest_first()] == ["wide", "mid", "narrow"]

@@ -75,6 +75,7 @@ def test_channels_last_trains_a_conv_model_and_keeps_the_recipe_key(study_copy):
     # to the recipe since must not change it.
     assert RetrainRecipe(batch_size=512, lr=0.003).key() == "5a0af21f5d"
     assert RetrainRecipe(channels_last=True).key() == RetrainRecipe().key()
+    assert RetrainRecipe(cuda_graphs=False).key() == RetrainRecipe().key()
     args = ["timm=mobilenetv3_small_050", *QUICK]
     code, out, err = run_in_process("train", *args, "retrain.channels_last=true", cwd=study_copy)
     assert code == 0, out + err

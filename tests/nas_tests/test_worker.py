@@ -59,6 +59,9 @@ def test_work_stops_at_exactly_n_trials_and_reports_each(setup_and_supernet):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 7 and len(calls) == 7
     for t in trials:
         assert {"arch", "arch_key", "top1", "latency", "flops", "params"} <= set(t.user_attrs)
+        # each part of a trial's wall time (benchmarks/setup_trial_costs.py sums them)
+        for part in ("ask", "wait", "eval", "latency"):
+            assert t.user_attrs[f"{part}_seconds"] >= 0
         assert t.user_attrs["latency_source"] == "computed" and t.values[0] == t.user_attrs["top1"]
     # a rerun of the worker on the complete study does nothing
     assert work(setup, supernet=supernet) == DONE and len(_trials(setup)) == 7

@@ -32,11 +32,13 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
 from infra.errors import UserError
+from infra.files import atomic_path
 from nas.records import file_safe
 
 EMBEDDED_FILE = Path(__file__).parent / "_data" / "fashion_mnist_6k.npz"
 TRAIN_SPLIT = "train"
 EVAL_SPLITS = ("val", "validation", "test")  # a dataset's own held-out split, first found wins
+DECODE_VERSION = 1  # of how image files are decoded: part of the decoded-image cache's key
 
 
 class DataError(UserError, ValueError):
@@ -308,7 +310,10 @@ class ImageFolder(Dataset):
     classes must be the same; the search holds its validation split out of ``train`` and the
     dataset's own split is kept for the final figures. A folder decoded would take more than
     ``max_memory_mb`` is streamed from disk by ``workers`` DataLoader processes (default: the
-    machine's cores, at most 8); a smaller one is decoded once and kept in memory.
+    machine's cores, at most 8); a smaller one is decoded once and kept in memory, and with a
+    ``cache_dir`` the decoded images are kept there too (keyed by the files' paths, sizes and
+    modification times and the decoding settings), so that the search's worker processes, the
+    trainings and later runs read them instead of decoding every file again.
     """
 
     name = "imagefolder"
@@ -321,6 +326,7 @@ class ImageFolder(Dataset):
         val_fraction: float = 0.1,
         max_memory_mb: float = 4096,
         workers: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(val_fraction)
         if image_size < 1:
@@ -333,6 +339,7 @@ class ImageFolder(Dataset):
         self.image_size, self.grayscale = image_size, grayscale
         self.max_memory_mb = max_memory_mb
         self.workers = min(8, len(os.sched_getaffinity(0))) if workers is None else workers
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
 
     def _layout(self) -> tuple[Path, Path, Path | None, str]:
         """(dataset root, training folder, the dataset's own val/test folder or None, name)."""
@@ -408,8 +415,33 @@ class ImageFolder(Dataset):
         data.source_id = "\n".join(f"{path}:{os.path.getsize(path)}" for path, _ in ds.samples)
         if bytes_needed > self.max_memory_mb * 2**20:
             return data  # streamed from disk, within the memory budget
-        images = data.subset(torch.arange(len(ds))).images  # decoded once, by the workers
+        images = self._decoded(data)
         return ImageData.of(name, images, labels, len(ds.classes), classes=ds.classes)
+
+    def _decoded(self, data: ImageData) -> torch.Tensor:
+        """Every image of ``data`` decoded (by the DataLoader workers), or read from the cache."""
+        if self.cache_dir is None:
+            return data.subset(torch.arange(len(data.source))).images
+        files = "\n".join(f"{path}:{os.stat(path).st_mtime_ns}" for path, _ in data.source.samples)
+        settings = f"{DECODE_VERSION}:{self.image_size}:{self.grayscale}\n{data.source_id}\n{files}"
+        key = hashlib.sha1(settings.encode()).hexdigest()[:16]
+        path = self.cache_dir / "data" / f"{file_safe(data.name)}-{key}.pt"
+        shape = (len(data.source), data.in_channels, self.image_size, self.image_size)
+        if path.exists():
+            try:
+                images = torch.load(path, weights_only=True)  # a bare tensor: nothing to execute
+                if (
+                    isinstance(images, torch.Tensor)
+                    and tuple(images.shape) == shape
+                    and images.dtype == torch.uint8
+                ):
+                    return images
+            except Exception:  # noqa: BLE001 - a damaged cache file: decode again
+                pass
+        images = data.subset(torch.arange(len(data.source))).images
+        with atomic_path(path) as tmp:
+            torch.save(images, tmp)
+        return images
 
     def load(self) -> ImageData:
         root, train_dir, eval_dir, name = self._layout()

@@ -180,6 +180,7 @@ def unique_file_name(text: str) -> str:
 
 FINAL_LATENCY_ATTR = "final_latency"  # the final measurement pass of `nas run` (FinalLatencies)
 RUN_PHASES_ATTR = "run_phases"  # `nas run`'s phase wall times, one entry per invocation
+SEARCH_PHASES_ATTR = "search_phases"  # `nas search`'s wall time by part, one entry per invocation
 
 
 @dataclass(frozen=True)

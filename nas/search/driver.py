@@ -27,7 +27,7 @@ from latency_models.cache import LatencyCache
 from nas import status
 from nas.config import instantiate
 from nas.data import ImageData
-from nas.records import STUDY_ATTR, TEST_ATTR
+from nas.records import SEARCH_PHASES_ATTR, STUDY_ATTR, TEST_ATTR
 from nas.search.setup import Setup
 from nas.search.worker import STOPPED, fail_stale_trials
 from nas.study import (
@@ -121,6 +121,7 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
         f"({len(setup.train_idx)} train / {len(setup.val_idx)} val), profiler {setup.profiler.name}"
     )
     started = time.perf_counter()
+    marks = {"started": time.time()}  # wall clock: trials carry their own datetimes
     trained = train_supernet(
         setup.space,
         setup.space_config,
@@ -144,11 +145,13 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
         STUDY_ATTR, setup.identity | {"supernet_path": str(trained.path.resolve()), "supernet": meta}
     )
     supernet = trained.net  # candidates are scored on the training device (batched, like training)
+    marks["supernet"] = time.time()
     executor = instantiate("executor", cfg.executor)
     if executor.n_workers > 1:
         console.print(f"{executor.n_workers} workers ({executor.name}) share the study.")
     with _Progress(study, setup, console) as progress:
         statuses = executor.run(setup, supernet, progress.poll, console.print, Path(cfg.cache_dir).resolve())
+    marks["workers"] = time.time()
 
     if len(completed(study)) < cfg.n_trials:
         errors = Console(stderr=True)
@@ -179,7 +182,34 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
     csv_path, png_path = write_pareto_files(study, rows, folder)
     written = f"{csv_path} and {png_path}" if png_path else f"{csv_path} (no plot for >3 objectives)"
     console.print(f"Pareto front written to {written}")
+    record_phases(study, marks, console)
     return 0
+
+
+def record_phases(study: optuna.Study, marks: dict[str, float], console: Console) -> None:
+    """This run's wall time by part, printed and kept with the study (``SEARCH_PHASES_ATTR``):
+    the supernet, the workers' start (to this run's first trial), the trials, the workers' end
+    (from the last trial), and scoring and writing the front."""
+    ran = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.datetime_start is not None and t.datetime_start.timestamp() >= marks["supernet"]
+    ]  # fmt: skip
+    now = time.time()
+    first = min((t.datetime_start.timestamp() for t in ran), default=marks["workers"])
+    last = max((t.datetime_complete.timestamp() for t in ran), default=marks["workers"])
+    phases = {
+        "supernet": marks["supernet"] - marks["started"],
+        "workers_start": max(0.0, first - marks["supernet"]),
+        "trials": max(0.0, last - first),
+        "workers_end": max(0.0, marks["workers"] - last),
+        "front": now - marks["workers"],
+    }
+    phases = {k: round(v, 1) for k, v in phases.items()}
+    console.print(
+        "Search phases (s): " + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in phases.items())
+    )
+    runs = study.user_attrs.get(SEARCH_PHASES_ATTR, [])
+    study.set_user_attr(SEARCH_PHASES_ATTR, [*runs, {"trials": len(ran), **phases}][-20:])
 
 
 def test_front(study: optuna.Study, supernet: Any, test: ImageData, console: Console) -> None:

@@ -56,6 +56,7 @@ class Retrained:
     stopped_early: bool = False  # a Tune scheduler (ASHA) stopped it: figures of its last epoch
     started_at: float = 0.0  # wall clock (time.time()) of this run's start and end
     finished_at: float = 0.0
+    graphed: bool = False  # forward + backward replayed as a CUDA graph (retrain.cuda_graphs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +185,7 @@ def retrain(
         resumed=loop.resumed,
         started_at=started_at,
         finished_at=time.time(),
+        graphed=forward.graphed,
     )
     save_atomic(scored.state_dict(), run_dir / WEIGHTS)
     with atomic_path(run_dir / RESULT) as tmp:

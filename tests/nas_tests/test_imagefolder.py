@@ -124,3 +124,21 @@ def test_search_on_a_streamed_folder_reports_the_test_split(tmp_path):
     tested = study.user_attrs["test_top1"]
     assert {str(t.number) for t in study.best_trials} <= set(tested)
     assert "test top-1 %" in out and (tmp_path / "tiny-imagefolder-my_shop_pareto.csv").exists()
+
+
+def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(tmp_path):
+    """With a cache_dir the decoded images of a resident folder are kept (one file per split):
+    a second load reads them, the same tensors; a changed image file is decoded again."""
+    root = write_folder(tmp_path / "shop", 32, True, {"train": 3, "test": 1})
+    cache = tmp_path / "cache"
+    first = ImageFolder(str(root), image_size=32, cache_dir=str(cache)).load()
+    files = sorted((cache / "data").iterdir())
+    assert len(files) == 2  # train and test
+    again = ImageFolder(str(root), image_size=32, cache_dir=str(cache)).load()
+    assert torch.equal(again.images, first.images) and torch.equal(again.test.images, first.test.images)
+    assert sorted((cache / "data").iterdir()) == files  # read, not written again
+    picture = next((root / "train" / CLASSES[0]).iterdir())
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(picture)  # another picture under the same name
+    changed = ImageFolder(str(root), image_size=32, cache_dir=str(cache)).load()
+    assert not torch.equal(changed.images, first.images)
+    assert (changed.images[:, 0] == 255).flatten(1).all(1).any()  # the red picture is there

@@ -39,8 +39,9 @@ class RetrainRecipe:
     # trains, so not part of the key.
     channels_last: bool = False
     # CUDA: forward + backward captured once as a CUDA graph and replayed (nas.training.graphs);
-    # the same computation, launched at once instead of kernel by kernel. Not part of the key.
-    cuda_graphs: bool = True
+    # the same computation, launched at once instead of kernel by kernel: much faster for one
+    # training alone, not for several sharing a GPU (BENCHMARKS.md). Not part of the key.
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(

@@ -137,3 +137,60 @@ def parity(float_onnx: bytes, int8_onnx: bytes, images: torch.Tensor, labels: to
         float_top1=100.0 * float((reference.argmax(1) == y).mean()),
         int8_top1=100.0 * float((got.argmax(1) == y).mean()),
     )
+
+
+INT8_FILE = "model_int8.onnx"  # an export's int8 model, beside model.onnx
+DEFAULT_CALIBRATION_IMAGES = 256  # the ONNX Runtime profiler's default
+
+
+def export_calibration_count(info: dict[str, Any], profiler_node: Any) -> int:
+    """How many calibration images an export's int8 model takes (0: no int8 model): the study's
+    own profiler settings where it searched for int8, else the command's ``profiler`` where it
+    asks for int8 (``profiler.quantize=int8``)."""
+    stored = (info.get("profiler") or {}).get("settings") or {}
+    for settings in (stored, dict(profiler_node or {})):
+        if settings.get("quantize") == "int8":
+            return int(settings.get("calibration_images") or DEFAULT_CALIBRATION_IMAGES)
+    return 0
+
+
+def study_split(
+    cfg: Any, info: dict[str, Any], study_name: str
+) -> tuple[ImageData, torch.Tensor, torch.Tensor]:
+    """The study's data (``dataset`` of the command, which must be the study's) and its
+    training and validation split, made as the search made it."""
+    from infra.errors import UserError
+    from nas.config import instantiate
+
+    data = instantiate("dataset", cfg.dataset).load()
+    if info.get("data_fingerprint") not in (None, data.fingerprint()):
+        raise UserError(
+            f"dataset: study {study_name!r} was searched on {info.get('dataset')!r}, not on {data.name!r}; "
+            "give the dataset settings of its nas search (its int8 model is calibrated and checked on them)"
+        )
+    split = info.get("split") or {}
+    train_idx, val_idx = data.split(
+        val_fraction=split.get("val_fraction", 0.1), seed=split.get("seed", cfg.seed)
+    )
+    return data, train_idx, val_idx
+
+
+def export_int8(
+    float_onnx: bytes, split: tuple[ImageData, torch.Tensor, torch.Tensor], count: int, seed: int
+) -> tuple[bytes, dict[str, Any], Parity]:
+    """The int8 model of an export (calibrated as the search calibrated it: ``count`` images of
+    the training split drawn with ``seed``), what goes into its manifest, and its parity check
+    against the float model on validation images."""
+    from latency_models.quantize import SCHEME, quantize_int8
+
+    data, train_idx, val_idx = split
+    quantized = quantize_int8(float_onnx, calibration_images(data, train_idx, count, seed))
+    val = data.subset(val_idx[:PARITY_IMAGES])
+    check = parity(float_onnx, quantized.onnx, val.images, val.labels)
+    manifest = {
+        "file": INT8_FILE,
+        "scheme": SCHEME,
+        "calibration": quantized.calibration,
+        "parity": check.to_dict(),
+    }
+    return quantized.onnx, manifest, check

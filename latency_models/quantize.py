@@ -144,9 +144,12 @@ def head_nodes(model: Any) -> list[str]:
     return found
 
 
-def quantize_int8(onnx_bytes: bytes, calibration: CalibrationImages) -> QuantizedModel:
+def quantize_int8(
+    onnx_bytes: bytes, calibration: CalibrationImages, float_head: bool = True
+) -> QuantizedModel:
     """``onnx_bytes`` (a float model: input ``images``, output ``logits``) statically quantized
-    to int8 by ``SCHEME``, calibrated on ``calibration``."""
+    to int8 by ``SCHEME``, calibrated on ``calibration`` (``float_head=False``: the classifier
+    head in int8 too, for benchmarks.int8_head only)."""
     import onnx
     from onnxruntime import quantization as q
 
@@ -161,7 +164,7 @@ def quantize_int8(onnx_bytes: bytes, calibration: CalibrationImages) -> Quantize
             _Reader(calibration.images, CALIBRATION_BATCH),
             quant_format=q.QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=head_nodes(model),
+            nodes_to_exclude=head_nodes(model) if float_head else [],
             per_channel=True,
             activation_type=q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8,

@@ -22,6 +22,9 @@ Optional capabilities, each a Protocol below (callers ask the helpers, never a p
 * ``SelfChecking`` -- a model of latency that checks itself: ``wants_measurement(arch)`` says
   which architectures the caller should also measure with its ``reference`` profiler, and
   ``add_measurement(arch, ms)`` takes the figure back.
+* ``Quantizing`` (in latency_models.quantize) -- a profiler that measures a quantized deployment
+  (ONNX Runtime's ``quantize=int8``): its calibration images come through ``calibrate_with``,
+  and ``quantized(model, input_shape)`` hands out the int8 model it times.
 
 Lifecycle: the registry builds a profiler from its settings (``create_profiler``); callers
 measure through ``measure_arch``, which looks figures up in and stores them to the latency

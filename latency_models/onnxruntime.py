@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,6 +20,13 @@ from latency_models._timing import (
 )
 from latency_models.hardware import device_lock
 from latency_models.onnx_io import to_onnx
+from latency_models.quantize import (
+    QUANTIZE_CHOICES,
+    SCHEME,
+    CalibrationImages,
+    QuantizedModel,
+    quantize_int8,
+)
 
 
 @register_profiler("onnxruntime")
@@ -41,6 +48,12 @@ class OnnxRuntimeProfiler(ModuleProfiler):
     search workers keep off them); ``auto`` chooses 0 on small machines and a quarter of the
     physical cores on large ones. How measurements are scheduled, not what they measure: not
     part of the settings that key a figure (slot figures match one-at-a-time ones, BENCHMARKS.md).
+
+    ``quantize=int8``: each candidate is measured as it would ship quantized: exported, statically
+    quantized (latency_models.quantize: QDQ, calibrated on ``calibration_images`` images given
+    through ``calibrate_with``) and timed alike. Its settings then say so (and name the scheme),
+    so int8 figures are keyed apart from float ones in the latency table and the study;
+    ``quantize=none`` leaves the settings, and so every float figure's key, as they were.
     """
 
     name = "onnxruntime"
@@ -60,6 +73,8 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         max_background_load: float = 0.25,
         retries: int = 3,
         slots: int | str = "auto",
+        quantize: Literal["none", "int8"] = "none",
+        calibration_images: int = 256,
     ) -> None:
         if threads < 1 or batch_size < 1 or warmup < 0 or runs < 1 or rounds < 1:
             raise ValueError("profiler: threads, batch_size, runs >= 1, warmup >= 0, rounds >= 1")
@@ -68,6 +83,21 @@ class OnnxRuntimeProfiler(ModuleProfiler):
             raise ValueError(f"profiler.image_size: expected a positive int or null, got {image_size!r}")
         self.threads, self.batch_size, self.warmup, self.runs = threads, batch_size, warmup, runs
         self.image_size = image_size
+        if quantize not in QUANTIZE_CHOICES:
+            raise ValueError(
+                f"profiler.quantize: expected one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}"
+            )
+        if (
+            isinstance(calibration_images, bool)
+            or not isinstance(calibration_images, int)
+            or calibration_images < 1
+        ):
+            raise ValueError(
+                f"profiler.calibration_images: expected an integer >= 1, got {calibration_images!r}"
+            )
+        self.quantize, self.calibration_images = quantize, calibration_images
+        self._calibration: CalibrationImages | None = None
+        self._last: tuple[Any, tuple[int, ...], QuantizedModel] | None = None  # the last model quantized
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -102,7 +132,37 @@ class OnnxRuntimeProfiler(ModuleProfiler):
             "pin_cpu": self.pin_cpu,
             "max_background_load": self.max_background_load,
             "retries": self.retries,
-        }
+        } | self._quantize_settings()
+
+    def _quantize_settings(self) -> dict[str, Any]:
+        if self.quantize == "none":
+            return {}
+        return {"quantize": self.quantize, "calibration_images": self.calibration_images, "scheme": SCHEME}
+
+    def quantization(self) -> str | None:
+        """The deployment measured: ``int8``, or None (the float model)."""
+        return None if self.quantize == "none" else self.quantize
+
+    def calibrate_with(self, calibration: CalibrationImages) -> None:
+        """The images int8 models are calibrated on (the first ``calibration_images``)."""
+        self._calibration = CalibrationImages(
+            calibration.images[: self.calibration_images], calibration.source
+        )
+        self._last = None
+
+    def quantized(self, model: Any, input_shape: tuple[int, ...]) -> QuantizedModel:
+        """``model`` exported and quantized as measured: calibrated on the images given through
+        ``calibrate_with`` where they fit ``input_shape``, else on noise (enough for timing).
+        The last result is kept, so the caller's scoring and the measurement of one model
+        quantize it once."""
+        if self._last is not None and self._last[0] is model and self._last[1] == tuple(input_shape):
+            return self._last[2]
+        calibration = self._calibration
+        if calibration is None or calibration.input_shape != tuple(input_shape):
+            calibration = CalibrationImages.noise(tuple(input_shape), min(self.calibration_images, 64))
+        result = quantize_int8(to_onnx(model, input_shape), calibration)
+        self._last = (model, tuple(input_shape), result)
+        return result
 
     def session(self, onnx_bytes: bytes):
         import onnxruntime as ort
@@ -119,8 +179,13 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         """Export ``model`` (input ``(batch_size, *input_shape)``) and time it."""
 
         started = time.perf_counter()
-        with computing():  # export and graph optimisation: never beside another's measurement
-            session = self.session(to_onnx(model, input_shape))
+        with computing():  # export, quantization and graph optimisation: never beside a measurement
+            onnx_bytes = (
+                to_onnx(model, input_shape)
+                if self.quantize == "none"
+                else self.quantized(model, input_shape).onnx
+            )
+            session = self.session(onnx_bytes)
         exported = time.perf_counter()
         shape = (self.batch_size, *input_shape)
         feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}

@@ -20,6 +20,13 @@ from latency_models.onnx_io import to_onnx
 from latency_models.onnxruntime import OnnxRuntimeProfiler
 from nas.checkpoint import load_checkpoint
 from nas.config import check_writable
+from nas.quantized import (
+    INT8_FILE,
+    MIN_AGREEMENT,
+    export_calibration_count,
+    export_int8,
+    study_split,
+)
 from nas.records import STUDY_ATTR
 from nas.schema import locate
 from nas.study import completed, latency, load_existing_study, reading_storage, top1, trial_arch
@@ -130,7 +137,7 @@ def choose_trial(study, trial: int | None, latency_budget_ms: float | None) -> F
 
 
 MANIFEST = "export.json"  # marks a folder as a nas export: what it holds and where it came from
-EXPORT_FILES = ("model.onnx", "arch.yaml", "model.pt", MANIFEST)
+EXPORT_FILES = ("model.onnx", "arch.yaml", "model.pt", INT8_FILE, MANIFEST)
 
 
 def previous_export(folder: Path) -> dict[str, Any] | None:
@@ -243,6 +250,8 @@ def run_export(cfg, console) -> int:
     protected |= {"cache folder": Path(cfg.cache_dir), "supernet": supernet_path}
     check_out_dir(out_dir, cfg.overwrite, protected)
     model = inherited_model(info, study_name, chosen)
+    calibration = export_calibration_count(info, cfg.get("profiler"))  # 0: no int8 model
+    split = study_split(cfg, info, study_name) if calibration else None  # checked before writing
 
     # Written beside the target in a hidden folder, then moved into place: an interrupted
     # export leaves no partial folder, and nothing but a previous export is ever replaced.
@@ -265,6 +274,18 @@ def run_export(cfg, console) -> int:
         if max_diff > TOLERANCE:
             console.print(f"[red]ONNX Runtime and torch differ by {max_diff:.2e} > {TOLERANCE:g}[/]")
             return 1
+        int8 = None
+        if split is not None:
+            seed = (info.get("split") or {}).get("seed", cfg.seed)
+            int8_bytes, int8, check = export_int8(onnx_path.read_bytes(), split, calibration, seed)
+            (staging / INT8_FILE).write_bytes(int8_bytes)
+            onnx.checker.check_model(str(staging / INT8_FILE), full_check=True)
+            if not check.passed:
+                console.print(
+                    f"[red]int8 model: top-1 agrees with the float model on {check.agreement:.1%} of "
+                    f"{check.images} validation images < {MIN_AGREEMENT:.0%}[/]"
+                )
+                return 1
         header = (
             f"# nas export of study {study_name!r}, trial {chosen.number}: "
             f"validation top-1 {top1(chosen):.2f} %, latency {latency(chosen):.4g} "
@@ -283,8 +304,8 @@ def run_export(cfg, console) -> int:
             "latency": chosen.user_attrs["latency"],
             "profiler": chosen.user_attrs["profiler"],
             "max_abs_diff_ort_vs_torch": max_diff,
-            "files": list(EXPORT_FILES[:3]),
-        }
+            "files": ["model.onnx", "arch.yaml", "model.pt"] + ([INT8_FILE] if int8 else []),
+        } | ({"int8": int8 | {"trial": chosen.user_attrs.get("int8")}} if int8 else {})
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(staging, target)
     finally:
@@ -298,4 +319,12 @@ def run_export(cfg, console) -> int:
         f"{latency(chosen):.4g} {chosen.user_attrs['latency']['unit']}) to {out_dir}/model.onnx "
         f"and arch.yaml; onnx.checker passed; ONNX Runtime vs torch max abs diff {max_diff:.2e}"
     )
+    if int8:
+        parity = int8["parity"]
+        console.print(
+            f"int8 model {out_dir}/{INT8_FILE} ({int8['calibration']}): top-1 agrees with the float "
+            f"model on {parity['top1_agreement']:.1%} of {parity['images']} validation images (at least "
+            f"{MIN_AGREEMENT:.0%} required), max abs logit diff {parity['max_abs_logit_diff']:.3g}; top-1 on "
+            f"them {parity['float_top1']:.2f} % float, {parity['int8_top1']:.2f} % int8"
+        )
     return 0

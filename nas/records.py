@@ -33,6 +33,7 @@ class TrialAttr:
     ARCH_KEY = "arch_key"
     SUMMARY = "summary"
     TOP1 = "top1"  # validation top-1 (%) with inherited weights
+    ACCURACY = "accuracy"  # what the accuracy objective scored: float (top1) or int8 (INT8's top1)
     LATENCY = "latency"  # LatencyResult.to_dict(): median, unit, ...
     LATENCY_SOURCE = "latency_source"  # measured, table or computed
     PARAMS = "params"
@@ -41,6 +42,44 @@ class TrialAttr:
     PROFILER = "profiler"
     FAIL_REASON = "fail_reason"
     REUSED_FROM = "reused_from"  # a repeated architecture: the trial whose figures it took
+    INT8 = "int8"  # QuantizedAccuracy.to_dict(): top-1 of the int8 model (profiler.quantize=int8)
+
+
+@dataclass(frozen=True)
+class QuantizedAccuracy:
+    """A model's top-1 as it ships quantized (its int8 ONNX model in ONNX Runtime, calibrated on
+    images of the training split) beside its float top-1: a search trial's (validation split,
+    trial attribute ``TrialAttr.INT8``) or a stand-alone training run's (also the test split,
+    ``RunRecord.int8``)."""
+
+    quantization: str  # "int8"
+    top1: float  # validation top-1 (%) of the quantized model
+    float_top1: float  # the same split's top-1 of the float model
+    images: int  # validation images scored
+    calibration: str  # what it was calibrated on
+    seconds: float = 0.0  # quantizing and scoring it
+    test_top1: float | None = None  # the dataset's own test split (nas train), quantized ...
+    float_test_top1: float | None = None  # ... and float
+
+    @property
+    def drop(self) -> float:
+        """Validation top-1 points lost to quantization (negative: gained)."""
+        return self.float_top1 - self.top1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in out.items() if v is not None} | {"drop": round(self.drop, 4)}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> QuantizedAccuracy | None:
+        """The record stored as ``value``, or None where there is none (a float study) or it is
+        malformed (the storage may be shared)."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(**{f.name: value[f.name] for f in fields(cls) if f.name in value})
+        except TypeError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -82,6 +121,7 @@ class RunRecord:
     params: int | None = None
     measured: dict[str, Any] | None = None
     trials: list[int] = field(default_factory=list)  # every trial of this architecture it stands for
+    int8: dict[str, Any] | None = None  # QuantizedAccuracy.to_dict() where the profiler quantizes
     extra: dict[str, Any] = field(default_factory=dict)  # everything else the run recorded
 
     PREFIXES = ("retrained:", "baseline:")

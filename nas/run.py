@@ -41,7 +41,13 @@ from nas.search import prepare, run_search
 from nas.study import open_storage
 from nas.supernet_training import channel_stats, resolve_device
 from nas.training.candidates import Candidate
-from nas.training.command import TrainingSplit, store_results, study_candidates, timm_candidates
+from nas.training.command import (
+    TrainingSplit,
+    quantized_results,
+    store_results,
+    study_candidates,
+    timm_candidates,
+)
 from nas.training.trainers import ProcessTrainer, TrainJobs
 from nas.training.tune import mps_running
 
@@ -118,7 +124,8 @@ def run_all(cfg, config_dirs, console) -> int:
         results = trainer.run(jobs, console)
     with open_dict(cfg):
         cfg.init = "scratch"
-    store_results(cfg, setup.study_name, candidates, results, recipe)
+    int8 = quantized_results(setup.profiler, jobs, results, console)  # where the profiler quantizes
+    store_results(cfg, setup.study_name, candidates, results, recipe, int8)
     phase("training", started)
 
     started = time.perf_counter()

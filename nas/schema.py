@@ -38,6 +38,7 @@ class NasConfig(BaseModel):
     storage: str = Field(min_length=1)
     study_name: str | None = Field(default=None, min_length=1)
     objectives: list[Objective] = Field(min_length=1)
+    accuracy: Literal["float", "int8"] = "float"
     n_trials: Annotated[int, Field(ge=1)]
     seed: Annotated[int, Field(ge=0, lt=2**32)]
     sampler_seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None

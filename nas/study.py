@@ -22,7 +22,7 @@ from infra.files import save_figure, write_csv
 from infra.locks import computing
 from infra.storage import check_storage_url, create_engine, normalise_url, sqlite_path, tune_sqlite
 from nas.optuna_internals import HeartbeatRDBStorage
-from nas.records import STUDY_ATTR, TEST_ATTR, file_safe
+from nas.records import STUDY_ATTR, TEST_ATTR, QuantizedAccuracy, TrialAttr, file_safe
 from search_spaces.arch import Arch, arch_from_dict
 
 # Objectives a study can optimise: name -> direction (values are read by objective_value).
@@ -35,16 +35,28 @@ OBJECTIVES = {
 }
 
 
+ACCURACIES = ("float", "int8")  # what the accuracy objective scores (key ``accuracy``)
+
+
 def objective_value(attrs: dict[str, Any], name: str) -> float:
     if name == "accuracy":
-        return attrs["top1"]
+        return accuracy_of(attrs)
     if name == "latency":
         return attrs["latency"]["median"]
     return float(attrs[name])
 
 
+def accuracy_of(attrs: dict[str, Any]) -> float:
+    """The validation top-1 a trial is ranked by: its int8 model's where the study's accuracy is
+    int8 (``accuracy=int8``: trial attribute ``accuracy``), else the float model's."""
+    if attrs.get(TrialAttr.ACCURACY) == "int8":
+        return attrs[TrialAttr.INT8]["top1"]
+    return attrs[TrialAttr.TOP1]
+
+
 def top1(trial: FrozenTrial) -> float:
-    return trial.user_attrs["top1"]
+    """The trial's validation top-1 as the study ranks it (accuracy_of)."""
+    return accuracy_of(trial.user_attrs)
 
 
 def latency(trial: FrozenTrial) -> float:
@@ -227,8 +239,17 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "arch": t.user_attrs["summary"],
                 "arch_key": t.user_attrs["arch_key"],
             }
+            | _int8_columns(t)
         )
     return rows
+
+
+def _int8_columns(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's float and int8 validation top-1 side by side, where it has an int8 figure."""
+    int8 = QuantizedAccuracy.from_dict(trial.user_attrs.get(TrialAttr.INT8))
+    if int8 is None:
+        return {}
+    return {"float_top1": round(int8.float_top1, 2), "int8_top1": round(int8.top1, 2)}
 
 
 def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
@@ -237,15 +258,19 @@ def print_pareto(study: optuna.Study, console: Any) -> list[dict[str, Any]]:
     rows = pareto_rows(study)
     unit = rows[0]["unit"] if rows else "ms"
     tested = any(r["test_top1"] is not None for r in rows)
+    int8 = all("int8_top1" in r for r in rows) and bool(rows)
     table = Table(title=f"Pareto front of {study.study_name} ({len(rows)} of {len(completed(study))} trials)")
-    columns = ["trial", "val top-1 %"] + (["test top-1 %"] if tested else [])
+    columns = ["trial", "val top-1 %"] + (["float / int8 val top-1 %"] if int8 else [])
+    columns += ["test top-1 %"] if tested else []
     for column in columns + [f"latency {unit}", "params", "nonzero", "MFLOPs", "architecture"]:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for r in rows:
         test = [f"{r['test_top1']:.2f}" if r["test_top1"] is not None else "-"] if tested else []
+        both = [f"{r['float_top1']:.2f} / {r['int8_top1']:.2f}"] if int8 else []
         table.add_row(
             str(r["trial"]),
             f"{r['top1']:.2f}",
+            *both,
             *test,
             f"{r['latency']:.4g}",
             f"{r['params']:,}",

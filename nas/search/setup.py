@@ -15,9 +15,11 @@ from infra.storage import check_storage_url, sqlite_path
 from latency_models import LatencyProfiler
 from latency_models._base import hardware_for
 from latency_models.hardware import fingerprint
+from latency_models.quantize import quantization_of
 from nas.config import check_writable, group_options, instantiate, instantiate_space, to_container
 from nas.data import ImageData
 from nas.latency import build_profiler
+from nas.quantized import calibrate
 from nas.supernet_training import Recipe, resolve_device, supernet_key
 from search_spaces.base import SearchSpace
 
@@ -37,6 +39,7 @@ class Setup:
     profiler: LatencyProfiler
     study_name: str
     objectives: list[str]
+    accuracy: str  # what the accuracy objective scores: float or int8 (the profiler's int8 model)
     identity: dict[str, Any]  # what the study's figures are valid for (a rerun must match)
     config_dirs: list[str] = field(default_factory=list)
 
@@ -71,6 +74,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
     split = {"val_fraction": dataset.val_fraction, "seed": cfg.seed}
     train_idx, val_idx = data.split(**split)
     objectives = list(cfg.objectives)
+    accuracy = check_accuracy(cfg, profiler)
     identity = {
         "space": space_config,
         "dataset": data.name,
@@ -81,7 +85,8 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
         "hardware": hardware_for(profiler)[0],
         "hardware_info": fingerprint(),
-    }
+    } | ({"accuracy": accuracy} if accuracy != "float" else {})
+    calibrate(profiler, data, train_idx, cfg.seed)  # a quantizing profiler's calibration images
     # The sampler and executor are built for real later (the sampler once the study is open).
     instantiate("sampler", cfg.sampler, seed=cfg.seed)
     instantiate("executor", cfg.executor)
@@ -97,9 +102,28 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         profiler=profiler,
         study_name=cfg.study_name or f"{space.name}-{data.name}",
         objectives=objectives,
+        accuracy=accuracy,
         identity=identity,
         config_dirs=list(config_dirs),
     )
+
+
+def check_accuracy(cfg: DictConfig, profiler: LatencyProfiler) -> str:
+    """What the accuracy objective scores (key ``accuracy``): int8 only with a profiler that
+    measures an int8 deployment and an accuracy objective to score."""
+    accuracy = cfg.get("accuracy", "float")
+    if accuracy == "float":
+        return accuracy
+    if quantization_of(profiler) != accuracy:
+        raise UserError(
+            f"accuracy: {accuracy} scores the {accuracy} model the profiler measures; give a profiler "
+            f"that quantizes: profiler=onnxruntime profiler.quantize={accuracy}"
+        )
+    if "accuracy" not in cfg.objectives:
+        raise UserError(
+            f"accuracy: {accuracy} chooses what the accuracy objective scores, but objectives has none"
+        )
+    return accuracy
 
 
 def worker_config(cfg: DictConfig) -> dict[str, Any]:

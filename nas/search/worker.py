@@ -19,7 +19,10 @@ from latency_models._base import checks_itself, measure_arch, reserved_cores
 from latency_models.cache import LatencyCache
 from latency_models.flops import count_flops, count_nonzero_params, count_params
 from latency_models.hardware import device_lock, fingerprint
+from latency_models.quantize import quantization_of
 from nas.config import instantiate
+from nas.quantized import quantized_top1
+from nas.records import TrialAttr
 from nas.search.setup import Setup
 from nas.study import LockedSampler, objective_value, open_storage
 from nas.supernet_training import activation_sparsity, evaluate, resolve_device, train_supernet
@@ -187,9 +190,14 @@ class Objective:
                 flops = count_flops(model, arch.input_shape)
                 params, nonzero = count_params(model), count_nonzero_params(model)
                 sparsity = round(activation_sparsity(model, self.val_images), 4)
+            profiler = self.setup.profiler
+            int8 = None
+            if quantization_of(profiler) is not None:  # the int8 model it measures, scored too
+                int8 = quantized_top1(
+                    profiler, model, arch.input_shape, self.val_images, self.val_labels, top1, computing
+                )
             eval_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            profiler = self.setup.profiler
             latency, from_table = measure_arch(profiler, arch, model, self.cache)
             check = None
             if checks_itself(profiler) and profiler.wants_measurement(arch):
@@ -220,6 +228,10 @@ class Objective:
             "ask_seconds": round(ask_seconds, 4),
             "wait_seconds": round(wait_seconds, 4),
         }
+        if int8 is not None:
+            attrs[TrialAttr.INT8] = int8.to_dict()
+        if self.setup.accuracy != "float":  # the accuracy objective scores the int8 model
+            attrs[TrialAttr.ACCURACY] = self.setup.accuracy
         if check is not None:
             attrs["latency_measured"] = check.to_dict()
             attrs["latency_error"] = round(latency.median / check.median - 1, 5)

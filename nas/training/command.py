@@ -4,6 +4,7 @@ the study and print the table."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +18,20 @@ from rich.table import Table
 
 from infra.errors import UserError
 from infra.storage import sqlite_path
-from latency_models._base import can_time_modules
+from latency_models._base import LatencyProfiler, can_time_modules
+from latency_models.quantize import quantization_of
 from nas import status
 from nas.config import instantiate
 from nas.data import ImageData
 from nas.export import choose_trial, inherited_model
 from nas.latency import build_profiler
-from nas.records import STUDY_ATTR
+from nas.quantized import calibrate, quantized_top1
+from nas.records import STUDY_ATTR, QuantizedAccuracy
 from nas.study import latency, load_existing_study, open_storage, reading_storage, top1, trial_arch
 from nas.supernet_training import channel_stats
 from nas.training.baselines import Baselines, normalized_timm_model, timm_model
 from nas.training.candidates import ArchFile, Candidate, StudyTrial, TimmBaseline, scratch_model
-from nas.training.loop import Retrained
+from nas.training.loop import WEIGHTS, Retrained
 from nas.training.recipe import RetrainRecipe
 from nas.training.trainers import TrainJobs
 from search_spaces.arch import arch_from_dict
@@ -67,7 +70,8 @@ def run_train(cfg, config_dirs, console) -> int:
         candidates.append(_arch_file_candidate(Path(cfg.arch), split, recipe))
     if source in TIMM_SOURCES:
         candidates += timm_candidates(cfg, baselines, split)
-    _measure_latencies(cfg.profiler, candidates, split.data, console)
+    profiler = _profiler(cfg, candidates, split)
+    _measure_latencies(profiler, candidates, split.data, console)
     jobs = TrainJobs(
         candidates,
         split.data,
@@ -83,10 +87,53 @@ def run_train(cfg, config_dirs, console) -> int:
     status.report("training", 0, len(candidates))
     results = trainer.run(jobs, console)
     status.report("training", len(candidates), len(candidates))
+    int8 = quantized_results(profiler, jobs, results, console)
     if study_name is not None:  # one writer: the figures land with the study
-        store_results(cfg, study_name, candidates, results, recipe)
-    console.print(_table(study_name, recipe, cfg.init, candidates, results))
+        store_results(cfg, study_name, candidates, results, recipe, int8)
+    console.print(_table(study_name, recipe, cfg.init, candidates, results, int8))
     return 0
+
+
+def _profiler(cfg, candidates: list[Candidate], split: TrainingSplit) -> LatencyProfiler | None:
+    """The configured profiler where ``nas train`` needs it: to measure the baselines' latency,
+    or to quantize the trained models (``profiler.quantize``); calibrated on the training split."""
+    if not any(c.measures_latency for c in candidates) and cfg.profiler.get("quantize", "none") == "none":
+        return None
+    profiler = build_profiler(cfg.profiler)
+    calibrate(profiler, split.data, split.train_idx, cfg.seed)
+    return profiler
+
+
+def quantized_results(
+    profiler: LatencyProfiler | None, jobs: TrainJobs, results: dict[str, Retrained], console
+) -> dict[str, QuantizedAccuracy]:
+    """Where ``profiler`` measures an int8 deployment: each trained model (its weights as the
+    run saved them) quantized as the profiler quantizes, its top-1 on the validation and the
+    dataset's test split beside the float figures. A run that saved no weights (stopped early)
+    gets none."""
+    if profiler is None or quantization_of(profiler) is None:
+        return {}
+    data = jobs.data
+    shape = (data.in_channels, data.image_size, data.image_size)
+    val = data.subset(jobs.val_idx)
+    test = data.test.subset(torch.arange(len(data.test))) if data.test is not None else None
+    out = {}
+    for candidate in jobs.candidates:
+        weights, result = jobs.run_dir(candidate) / WEIGHTS, results[candidate.name]
+        if result.stopped_early or not weights.is_file():
+            continue
+        model = candidate.build()
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        tested = (test.images, test.labels, result.test_top1) if test is not None else None
+        try:
+            out[candidate.name] = quantized_top1(
+                profiler, model.eval(), shape, val.images, val.labels, result.val_top1, test=tested
+            )
+        except Exception as e:  # noqa: BLE001 - one model the tooling cannot quantize: the others go on
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            console.print(f"[yellow]{candidate.label}: not quantized ({type(e).__name__}: {first[:200]})[/]")
+    console.print(f"{len(out)} trained models quantized to {quantization_of(profiler)} and scored")
+    return out
 
 
 def _chosen_source(cfg) -> str:
@@ -226,14 +273,15 @@ def timm_candidates(cfg, baselines: Baselines, split: TrainingSplit) -> list[Can
     return candidates
 
 
-def _measure_latencies(profiler_node, candidates: list[Candidate], data: ImageData, console) -> None:
+def _measure_latencies(
+    profiler: LatencyProfiler | None, candidates: list[Candidate], data: ImageData, console
+) -> None:
     """The latency of each candidate that wants it measured here (the baselines), by the
     configured profiler where it can time a bare module (the search's profiler settings give
-    figures comparable with the study's)."""
+    figures comparable with the study's; with ``profiler.quantize=int8`` as int8 models)."""
     wanted = [c for c in candidates if c.measures_latency]
-    if not wanted:
+    if not wanted or profiler is None:
         return
-    profiler = build_profiler(profiler_node)
     if not can_time_modules(profiler):
         console.print(
             f"[yellow]profiler {profiler.name} cannot time a timm model: baselines get no latency[/]"
@@ -245,14 +293,22 @@ def _measure_latencies(profiler_node, candidates: list[Candidate], data: ImageDa
 
 
 def store_results(
-    cfg, study_name: str, candidates: list[Candidate], results: dict[str, Retrained], recipe: RetrainRecipe
+    cfg,
+    study_name: str,
+    candidates: list[Candidate],
+    results: dict[str, Retrained],
+    recipe: RetrainRecipe,
+    int8: dict[str, QuantizedAccuracy] | None = None,
 ) -> None:
-    """Each result as one study attribute (``Candidate.record_key``; nas.records.RunRecord)."""
+    """Each result as one study attribute (``Candidate.record_key``; nas.records.RunRecord),
+    with its int8 figures where it was quantized (``int8``, by candidate name)."""
     storage = open_storage(cfg.storage, cfg.heartbeat_s)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
         for candidate in candidates:
             record = candidate.record(results[candidate.name])
+            if int8 and candidate.name in int8:
+                record = dataclasses.replace(record, int8=int8[candidate.name].to_dict())
             study.set_user_attr(candidate.record_key(cfg.init, recipe), record.to_dict())
     finally:
         storage.engine.dispose()
@@ -264,13 +320,15 @@ def _table(
     init: str,
     candidates: list[Candidate],
     results: dict[str, Retrained],
+    int8: dict[str, QuantizedAccuracy] | None = None,
 ) -> Table:
     table = Table(
         title=f"nas train ({'study ' + repr(study_name) if study_name else 'no study'}; "
         f"{recipe.epochs} epochs, {recipe.opt} lr {recipe.lr:g}, init {init})"
     )
-    columns = ("model", "params", "inherited val top-1", "val top-1", "test top-1", "latency", "train s", "")
-    for column in columns:
+    columns = ("model", "params", "inherited val top-1", "val top-1", "test top-1")
+    columns += ("int8 val top-1", "int8 test top-1") if int8 else ()
+    for column in columns + ("latency", "train s", ""):
         table.add_column(column, justify="right" if column != "model" else "left")
     for candidate in candidates:
         r = results[candidate.name]
@@ -280,8 +338,16 @@ def _table(
             f"{candidate.inherited_top1:.2f}" if candidate.inherited_top1 is not None else "-",
             f"{r.val_top1:.2f}",
             f"{r.test_top1:.2f}" if r.test_top1 is not None else "-",
+            *(_int8_cells(int8.get(candidate.name)) if int8 else ()),
             f"{candidate.latency:.4g}" if candidate.latency is not None else "-",
             f"{r.train_seconds:.1f}",
             f"stopped at epoch {r.epochs}" if r.stopped_early else "cached" if r.resumed else "done",
         )
     return table
+
+
+def _int8_cells(figures: QuantizedAccuracy | None) -> tuple[str, str]:
+    if figures is None:
+        return "-", "-"
+    test = f"{figures.test_top1:.2f}" if figures.test_top1 is not None else "-"
+    return f"{figures.top1:.2f}", test

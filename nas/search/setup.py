@@ -80,7 +80,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         "objectives": objectives,
         "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
         "hardware": hardware_for(profiler)[0],
-        "hardware_info": fingerprint(),
+        "hardware_info": hardware_for(profiler)[1] or fingerprint(),  # a target's, for profiler=remote
     }
     # The sampler and executor are built for real later (the sampler once the study is open).
     instantiate("sampler", cfg.sampler, seed=cfg.seed)

@@ -7,6 +7,7 @@ search finishes, every figure measured on the target and stored under its finger
 study is then served from the latency table with no agent alive; a figure nobody can measure
 ends with a clear error instead of a wait; an unknown target is a one-line error."""
 
+import json
 import os
 import signal
 import threading
@@ -165,3 +166,21 @@ def test_an_unknown_target_or_server_is_a_one_line_error(searched, served):
     args = [*SEARCH, "profiler.server=http://127.0.0.1:9", f"profiler.token={served.write}"]
     code, out, err = run_in_process("search", *args, cwd=searched["folder"])
     assert code == 2 and err.count("\n") == 1 and "profiler.server: cannot reach" in err, err
+
+
+def test_the_remote_profiler_passes_the_conformance_check(served, agent_install, tiny_space):
+    from latency_models.conformance import check_profiler
+
+    agent = served.start_agent(agent_install["site"], "conformance", *AGENT, log="conformance")
+    try:
+        profiler = RemoteProfiler(
+            "conformance", server=served.base, token=served.write, runs=5, warmup=1, retries=0, poll_s=0.1
+        )
+        result = check_profiler(profiler, tiny_space.largest())
+        assert result.n_runs >= 5 and profiler.hardware()[0] != fingerprint_id()
+        assert "token" not in json.dumps(profiler.settings()) and served.write not in json.dumps(
+            profiler.settings()
+        )
+    finally:
+        agent.kill()
+        agent.wait()

@@ -1,21 +1,5 @@
-"""The queue of measurement requests for agents on target devices, in the study storage (SQL).
-
-Three tables beside the tokens: ``nas_agents`` (who registered under which target name, with
-which hardware fingerprint, last seen when), ``nas_measure_models`` (ONNX models by SHA-256) and
-``nas_measure_requests`` (one model to time with given settings on a target: queued, leased,
-done, failed or cancelled).
-
-Leases: an agent leases the oldest queued request of its target for ``lease_s`` seconds (its own
-setting: it renews the lease every third of that while it measures) and at most ``max_lease_s``
-in all (the requester's); a lease not renewed in time, or held too long, expires and the request
-is queued again, for any agent of the target, up to MAX_ATTEMPTS leases. Nothing runs in the
-background: expiry is applied whenever the target's queue is read or leased, so the server keeps
-no state of its own and may restart at any time. An agent is alive while it was seen (it polls,
-renews or posts) within its ``lease_s``; several agents of one target share its queue, and all
-agents of a target measure on hardware of one fingerprint.
-
-Errors are ``QueueError`` with the HTTP status the routes answer.
-"""
+"""The measurement queue's operations (the tables are in web.measurements.tables); the module
+docstring of web.measurements says how leases, expiry and agents' liveness work."""
 
 from __future__ import annotations
 
@@ -28,68 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from nas_agent.fingerprint import fingerprint_id
-
-MAX_ATTEMPTS = 3  # leases of one request before it fails (agents died or hung measuring it)
-OPEN = ("queued", "leased")
-
-metadata = sa.MetaData()
-agents = sa.Table(
-    "nas_agents",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("target", sa.String(200), nullable=False, index=True),
-    sa.Column("token_name", sa.String(200), nullable=False),
-    sa.Column("host", sa.String(200), nullable=False),
-    sa.Column("fingerprint", sa.Text, nullable=False),  # JSON
-    sa.Column("fingerprint_id", sa.String(16), nullable=False),
-    sa.Column("providers", sa.Text, nullable=False),  # JSON list
-    sa.Column("lease_s", sa.Float, nullable=False),
-    sa.Column("registered", sa.Float, nullable=False),
-    sa.Column("last_seen", sa.Float, nullable=False),
-    sa.Column("gone", sa.Boolean, nullable=False, default=False),
-)
-models = sa.Table(
-    "nas_measure_models",
-    metadata,
-    sa.Column("sha256", sa.String(64), primary_key=True),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-    sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
-)
-requests = sa.Table(
-    "nas_measure_requests",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("target", sa.String(200), nullable=False, index=True),
-    sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("input_shape", sa.Text, nullable=False),  # JSON list, without the batch axis
-    sa.Column("settings", sa.Text, nullable=False),  # JSON: nas_agent.measure.OrtSettings
-    sa.Column("max_lease_s", sa.Float, nullable=False),
-    sa.Column("status", sa.String(10), nullable=False),  # queued | leased | done | failed | cancelled
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("lease_id", sa.String(64), unique=True),
-    sa.Column("agent_id", sa.String(32)),
-    sa.Column("leased_at", sa.Float),
-    sa.Column("expires", sa.Float),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("finished", sa.Float),
-    sa.Column("submitted_by", sa.String(200), nullable=False),
-    sa.Column("fingerprint_id", sa.String(16)),  # of the agent that measured it
-    sa.Column("result", sa.Text),  # JSON: rounds, loads, quiet, seconds
-    sa.Column("error", sa.Text),
-)
-
-
-class QueueError(Exception):
-    """A request the queue refuses: ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _alive(row: Any, now: float) -> bool:
-    return not row.gone and row.last_seen >= now - row.lease_s
+from web.measurements.tables import MAX_ATTEMPTS, OPEN, QueueError, agents, alive, metadata, models, requests
 
 
 class MeasureQueue:
@@ -108,7 +31,7 @@ class MeasureQueue:
         now, agent_id, fid = time.time(), secrets.token_hex(16), fingerprint_id(fingerprint)
         with self.engine.begin() as conn:
             for row in conn.execute(sa.select(agents).where(agents.c.target == target)):
-                if row.fingerprint_id != fid and _alive(row, now):
+                if row.fingerprint_id != fid and alive(row, now):
                     raise QueueError(
                         409,
                         f"target {target!r} is measured by agents of hardware {row.fingerprint_id}, this "
@@ -173,7 +96,7 @@ class MeasureQueue:
         if not rows:
             return None
         latest = rows[-1]
-        alive = [r for r in rows if _alive(r, now)]
+        alive = [r for r in rows if alive(r, now)]
         return {
             "target": target,
             "fingerprint": json.loads(latest.fingerprint),
@@ -185,7 +108,7 @@ class MeasureQueue:
                 {
                     "id": r.id[:8],
                     "host": r.host,
-                    "alive": _alive(r, now),
+                    "alive": alive(r, now),
                     "last_seen_s": round(now - r.last_seen, 3),
                     "fingerprint_id": r.fingerprint_id,
                 }
@@ -403,7 +326,7 @@ class MeasureQueue:
             "fingerprint_id": row.fingerprint_id,
             "result": json.loads(row.result) if row.result else None,
             "error": row.error,
-            "agents_alive": sum(_alive(a, now) for a in seen),
+            "agents_alive": sum(alive(a, now) for a in seen),
             "last_seen_s": round(now - max(a.last_seen for a in seen), 3) if seen else None,
         }
 

@@ -151,13 +151,13 @@ class Info(BaseModel):
 # Measurement agents (web.routes.agents)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Short = Annotated[str, StringConstraints(max_length=200)]
-FingerprintValue = str | int | float | bool | None
+FingerprintValue = Short | int | float | bool | None
 
 
 class AgentIn(BaseModel):
     """An agent registering: the hardware its figures hold for."""
 
-    fingerprint: dict[Name, FingerprintValue | Short] = Field(max_length=50)
+    fingerprint: dict[Name, FingerprintValue] = Field(max_length=50)
     providers: list[Name] = Field(default_factory=list, max_length=20)
     host: Short = ""
     lease_s: float = Field(default=30.0, ge=0.5, le=600, description="renewed every third of it")

@@ -62,3 +62,14 @@ print(json.dumps({{"rounds": timed.rounds, "torch": found,
     answer = json.loads(done.stdout)
     assert answer["torch"] is False and answer["loaded"] == []
     assert sum(len(r) for r in answer["rounds"]) >= 10 and all(x > 0 for r in answer["rounds"] for x in r)
+
+
+def test_nas_agent_is_the_same_command(tmp_path):
+    from tests.conftest import run_in_process
+
+    code, out, err = run_in_process("agent", "--help", cwd=tmp_path)
+    assert code == 0 and "server=URL" in out
+    code, out, err = run_in_process("agent", "server=http://127.0.0.1:9", "colour=red", cwd=tmp_path)
+    assert code == 2 and err.strip() == "nas agent: error: unknown argument 'colour=red'; keys: " + ", ".join(
+        ("server", "token", "token_file", "target", "lease_s", "poll_s", "max_requests")
+    )

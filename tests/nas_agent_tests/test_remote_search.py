@@ -163,6 +163,9 @@ def test_an_unknown_target_or_server_is_a_one_line_error(searched, served):
     assert (
         code == 2 and err.count("\n") == 1 and "profiler.target: no agent ever registered as 'nobody'" in err
     ), err
+    fit = ["latency", "fit", *SEARCH[:1], *SEARCH[4:], *remote]  # a predictor is this machine's
+    code, out, err = run_in_process(*fit, cwd=searched["folder"])
+    assert code == 2 and "profiler: 'remote' measures on other hardware" in err, err
     args = [*SEARCH, "profiler.server=http://127.0.0.1:9", f"profiler.token={served.write}"]
     code, out, err = run_in_process("search", *args, cwd=searched["folder"])
     assert code == 2 and err.count("\n") == 1 and "profiler.server: cannot reach" in err, err

@@ -127,6 +127,8 @@ class MeasureQueue:
         """Queue again the target's requests whose lease expired (or fail them after
         MAX_ATTEMPTS leases)."""
         expired = requests.c.status == "leased", requests.c.expires < now, requests.c.target == target
+        if conn.execute(sa.select(requests.c.id).where(*expired).limit(1)).first() is None:
+            return  # the common case: a read, no write (SQLite then takes no write lock)
         gone = f"{MAX_ATTEMPTS} leases expired: the agents died or hung measuring it"
         conn.execute(
             requests.update()

@@ -96,13 +96,13 @@ class MeasureQueue:
         if not rows:
             return None
         latest = rows[-1]
-        alive = [r for r in rows if alive(r, now)]
+        living = [r for r in rows if alive(r, now)]
         return {
             "target": target,
             "fingerprint": json.loads(latest.fingerprint),
             "fingerprint_id": latest.fingerprint_id,
             "providers": json.loads(latest.providers),
-            "alive": len(alive),
+            "alive": len(living),
             "last_seen_s": round(now - max(r.last_seen for r in rows), 3),
             "agents": [
                 {

@@ -23,34 +23,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no machine-wide lock
-    fcntl = None  # type: ignore[assignment]
+from nas_agent.locks import MACHINE, fcntl, flocked, lock_dir, locking_off, open_lock
 
-
-def lock_dir() -> Path:
-    """``NAS_LOCK_DIR`` or a folder in the system temp dir, shared by every process here."""
-    folder = Path(os.environ.get("NAS_LOCK_DIR") or Path(tempfile.gettempdir()) / "nas-locks")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _open(name: str) -> int:
-    return os.open(lock_dir() / name, os.O_RDWR | os.O_CREAT, 0o666)
-
+__all__ = [
+    "MACHINE",
+    "computing",
+    "gpu_lock",
+    "keep_off",
+    "lock_dir",
+    "measuring",
+    "measuring_on_slot",
+    "slot_lock",
+    "work_on",
+]
 
 _held = threading.local()  # device -> "shared" | "exclusive", what this thread holds
 
 
 @contextlib.contextmanager
 def _locked(device: str, exclusive: bool):
-    if fcntl is None or os.environ.get("NAS_NO_MEASURE_LOCK"):
+    if locking_off():
         yield
         return
     held = _held.__dict__.setdefault("modes", {})
@@ -61,35 +56,12 @@ def _locked(device: str, exclusive: bool):
         return
     held[device] = "exclusive" if exclusive else "shared"
     try:
-        with _flocked(device, exclusive):
+        with flocked(device, exclusive):
             yield
     finally:
         del held[device]
 
 
-@contextlib.contextmanager
-def _flocked(device: str, exclusive: bool):
-    safe = device.replace(":", "_").replace("/", "_")
-    gate, main = _open(f"{safe}.gate"), _open(f"{safe}.lock")
-    try:
-        fcntl.flock(gate, fcntl.LOCK_EX)  # the turnstile: measurements queue here first
-        try:
-            fcntl.flock(main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        finally:
-            if not exclusive:
-                fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(main, fcntl.LOCK_UN)
-            if exclusive:
-                fcntl.flock(gate, fcntl.LOCK_UN)
-    finally:
-        os.close(main)
-        os.close(gate)
-
-
-MACHINE = "machine"
 _work_on: list[str] = []  # the GPU lock this process computes on (work_on), if any
 
 
@@ -129,12 +101,12 @@ def measuring_on_slot(slots: list[str]):
     meanwhile; a whole-machine measurement (``measuring()``) waits for all. Yields the index of
     the slot held (the first free one)."""
     with _locked(MACHINE, exclusive=False):
-        if fcntl is None or os.environ.get("NAS_NO_MEASURE_LOCK"):
+        if locking_off():
             yield 0
             return
         while True:
             for i, name in enumerate(slots):
-                fd = _open(f"{name}.lock")
+                fd = open_lock(f"{name}.lock")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -3,46 +3,27 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
-import platform
 
+from nas_agent.fingerprint import cpu_model, onnxruntime_fingerprint
+from nas_agent.fingerprint import fingerprint_id as agent_fingerprint_id
 
-@functools.cache
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+__all__ = ["cpu_model", "device_lock", "fingerprint", "fingerprint_id"]
 
 
 @functools.cache
 def fingerprint() -> dict[str, str | int]:
-    """CPU model and count, GPU name when present, and the versions that affect latency."""
-    import onnxruntime
+    """CPU model and count, GPU name when present, and the versions that affect latency (an
+    agent's torch-free fingerprint, nas_agent.fingerprint, plus torch)."""
     import torch
 
-    info: dict[str, str | int] = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count() or 0,
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    info: dict[str, str | int] = dict(onnxruntime_fingerprint()) | {"torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
 def fingerprint_id(info: dict | None = None) -> str:
-    info = fingerprint() if info is None else info
-    return hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]
+    return agent_fingerprint_id(fingerprint() if info is None else info)
 
 
 def device_lock(device: str) -> str:

@@ -6,18 +6,9 @@ import contextlib
 import time
 from typing import Any, Literal
 
-import numpy as np
-
 from infra.locks import MACHINE, computing, measuring, measuring_on_slot, slot_lock
 from latency_models._base import LatencyResult, register_profiler
-from latency_models._timing import (
-    ModuleProfiler,
-    pinned,
-    quiet_measurement,
-    resolve_cpu,
-    slot_cores,
-    time_calls,
-)
+from latency_models._timing import ModuleProfiler, resolve_cpu, slot_cores
 from latency_models.hardware import device_lock
 from latency_models.onnx_io import to_onnx
 from latency_models.quantize import (
@@ -27,6 +18,7 @@ from latency_models.quantize import (
     QuantizedModel,
     quantize_int8,
 )
+from nas_agent.measure import OrtSettings, check_providers, session, time_session
 
 
 @register_profiler("onnxruntime")
@@ -98,13 +90,10 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         self.quantize, self.calibration_images = quantize, calibration_images
         self._calibration: CalibrationImages | None = None
         self._last: tuple[Any, tuple[int, ...], QuantizedModel] | None = None  # the last model quantized
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-        missing = [p for p in providers if p not in available]
-        if missing:  # ORT would silently fall back to another provider: refuse instead
-            raise ValueError(f"profiler.providers: {missing} not available here; available: {available}")
-        self.providers = list(providers)
+        try:  # ORT would silently fall back to another provider: refuse instead
+            self.providers = check_providers(providers)
+        except ValueError as e:
+            raise ValueError(f"profiler.{e}") from None
         # On a GPU provider (its device 0) the measurement holds that GPU's lock; else the machine's.
         on_gpu = any(p.split("ExecutionProvider")[0] in ("CUDA", "Tensorrt", "ROCM") for p in providers)
         self._lock = device_lock("cuda:0") if on_gpu else MACHINE
@@ -165,15 +154,16 @@ class OnnxRuntimeProfiler(ModuleProfiler):
         return result
 
     def session(self, onnx_bytes: bytes):
-        import onnxruntime as ort
+        return session(onnx_bytes, self.threads, self.providers)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        return ort.InferenceSession(onnx_bytes, options, providers=self.providers)
+    def timing(self) -> OrtSettings:
+        """How this profiler times a model (what an agent is asked to do alike)."""
+        keys = ("threads", "batch_size", "warmup", "runs", "rounds", "providers", "pin_cpu")
+        return OrtSettings(
+            **{k: getattr(self, k) for k in keys},
+            max_background_load=self.max_background_load,
+            retries=self.retries,
+        )
 
     def measure_module(self, model: Any, input_shape: tuple[int, ...]) -> LatencyResult:
         """Export ``model`` (input ``(batch_size, *input_shape)``) and time it."""
@@ -185,24 +175,18 @@ class OnnxRuntimeProfiler(ModuleProfiler):
                 if self.quantize == "none"
                 else self.quantized(model, input_shape).onnx
             )
-            session = self.session(onnx_bytes)
+            sess = self.session(onnx_bytes)
         exported = time.perf_counter()
         shape = (self.batch_size, *input_shape)
-        feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
-        attempts = []
-
-        def timed():
-            attempts.append(time.perf_counter())
-            return time_calls(lambda: session.run(None, feed), self.warmup, self.runs, self.rounds)
-
         with contextlib.ExitStack() as held:
             if self._slots:
                 cpu = min(self._slots[held.enter_context(measuring_on_slot(self._slot_locks))])
             else:
                 held.enter_context(measuring(self._lock))
                 cpu = self._cpu
-            held.enter_context(pinned(cpu))
-            rounds, load, quiet = quiet_measurement(timed, self.max_background_load, self.retries, cpu)
+            timing_started = time.perf_counter()
+            timed = time_session(sess, shape, self.timing(), cpu)
+        rounds, load, quiet = timed.rounds, timed.load, timed.quiet
         done = time.perf_counter()
         return LatencyResult.from_rounds(
             rounds,
@@ -215,8 +199,8 @@ class OnnxRuntimeProfiler(ModuleProfiler):
             quiet=quiet,
             seconds={
                 "export": round(exported - started, 4),
-                "wait": round(attempts[0] - exported, 4),
-                "timing": round(done - attempts[0], 4),
-                "attempts": len(attempts),
+                "wait": round(timing_started - exported, 4),
+                "timing": round(done - timing_started, 4),
+                "attempts": timed.attempts,
             },
         )

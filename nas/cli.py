@@ -36,8 +36,10 @@ commands:
                nas serve [host=127.0.0.1] [port=8080] [public_reads=false] [export_dir=export]
                [data_dirs=[/data]] [clusters=[head:6379]] [dashboard_url=http://host:8081/]
   token      bearer tokens of the service, stored hashed in the storage
-               nas token create token_name=alice [scope=read|write];  nas token revoke token_name=alice;
-               nas token list
+               nas token create token_name=alice [scope=read|write|measure];  nas token revoke
+               token_name=alice;  nas token list
+  agent      a measurement agent on a target device (also `nas-agent`, installed without torch)
+               nas agent server=http://host:8080 token_file=pi4.token   (nas agent --help)
   dashboard  serve optuna-dashboard on the study storage
                nas dashboard [port=8080]
   profile    measure one architecture and print its latency statistics
@@ -149,6 +151,12 @@ def _run(cfg, config_dirs, console) -> int:
     return run_all(cfg, config_dirs, console)
 
 
+def _agent(args: list[str]) -> int:
+    from nas_agent.cli import main as agent_main
+
+    return agent_main(args, prog="nas agent")
+
+
 def _train(cfg, config_dirs, console) -> int:
     from nas.training.command import run_train
 
@@ -165,6 +173,7 @@ COMMANDS = {
     "latency": Command(_latency, ("fit", "eval")),
     "train": Command(_train),
     "report": Command(_report),
+    "agent": Command(_agent, own_args=True),
 }
 
 
@@ -217,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         valid = ", ".join([*COMMANDS, *_plugin_commands()])
         print(f"nas: error: unknown command {command!r}; valid: {valid}", file=sys.stderr)
         return 2
+    if chosen.own_args:
+        return chosen.run(rest)
     if any(a in ("-h", "--help") for a in rest):
         print(USAGE, end="")
         return 0

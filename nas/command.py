@@ -14,7 +14,10 @@ ENTRY_POINTS = "nas.commands"
 @dataclass(frozen=True)
 class Command:
     """``run(cfg, config_dirs, console[, action])`` returns the exit code; ``actions`` are the
-    command's verbs (``nas latency fit|eval``), none for most."""
+    command's verbs (``nas latency fit|eval``), none for most. ``own_args``: a command that reads
+    its arguments itself (``nas agent``, which also runs where only its torch-free package is
+    installed): ``run(args)``, with no config composed."""
 
     run: Callable[..., int]
     actions: tuple[str, ...] = ()
+    own_args: bool = False

@@ -103,6 +103,11 @@ def _progress(cfg: DictConfig, console) -> Progress:
 def run_fit(cfg: DictConfig, config_dirs: list[str], console) -> int:
     space = _space(cfg, config_dirs)
     profiler = _measuring_profiler(cfg)
+    if hardware_for(profiler)[0] != fingerprint_id():  # e.g. profiler=remote: a target device's
+        raise UserError(
+            f"profiler: {profiler.name!r} measures on other hardware ({hardware_for(profiler)[0]}); "
+            "a predictor is fitted for this machine's"
+        )
     if cfg.n_samples < 2:
         raise UserError(f"n_samples: expected a value >= 2 to fit a calibration, got {cfg.n_samples}")
     n = cfg.n_samples

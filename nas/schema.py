@@ -72,7 +72,7 @@ class NasConfig(BaseModel):
     clusters: list[str] = Field(default_factory=list)
     dashboard_url: str | None = Field(default=None, min_length=1)
     token_name: str | None = Field(default=None, min_length=1, max_length=200)
-    scope: Literal["read", "write"] = "read"
+    scope: Literal["read", "write", "measure"] = "read"
     # nas dashboard
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)]

@@ -31,6 +31,7 @@ def test_every_option_instantiates(group, predictor_file):
         "torch": ["profiler.device=cpu"],
         "predictor": [f"profiler.path={predictor_file}"],
         "plugin": ["profiler.name=flops"],
+        "remote": ["profiler.target=board"],  # builds without a server: it is asked when measuring
     }
     for name in options:
         prefix = "+" if group == "space" else ""

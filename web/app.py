@@ -19,10 +19,17 @@ from infra.storage import engine_kwargs
 from web.auth import TokenStore
 from web.events import EventStreams
 from web.jobs import JobStore
+from web.measurements import MeasureQueue
 from web.middleware import BodyLimit, ExactSegments
 from web.policy import MAX_BODY_BYTES, JobPolicy
-from web.routes import exports, jobs, pages, studies
+from web.routes import agents, exports, jobs, pages, studies
 from web.service import Service
+
+# Bodies larger than MAX_BODY_BYTES: an ONNX model stored for agents, an agent's figure.
+LARGER_BODIES = (
+    ("PUT", r"/api/agents/[^/]+/models/[0-9a-f]{64}", agents.MAX_MODEL_BYTES),
+    ("POST", r"/api/agents/[^/]+/leases/[^/]+/result", 4 * 1024**2),
+)
 
 
 def create_app(
@@ -55,6 +62,7 @@ def create_app(
         storage_url=storage_url,
         storage=storage,
         tokens=TokenStore(storage.engine),
+        measurements=MeasureQueue(storage.engine),
         jobs=job_store,
         policy=policy,
         export_root=export_root,
@@ -68,13 +76,14 @@ def create_app(
     app = FastAPI(
         title="nas",
         version="1",
-        description="Neural architecture search service: studies, trials, fronts, exports, jobs.",
+        description="Neural architecture search service: studies, trials, fronts, exports, jobs, "
+        "and the queue of measurement agents on target devices.",
         docs_url=None,  # pages.docs serves Swagger UI from shipped files
         redoc_url=None,
     )
     app.state.service = service
-    for module in (pages, studies, exports, jobs):
+    for module in (pages, studies, exports, jobs, agents):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.add_middleware(ExactSegments)
     return app

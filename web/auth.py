@@ -2,7 +2,9 @@
 
 A token is shown once, when it is created (``nas token create``); the storage keeps only its
 SHA-256, its name, its scope and whether it was revoked. Scopes: ``read`` (every GET) and
-``write`` (also starting, cancelling and exporting). Nothing here logs a token.
+``write`` (also starting, cancelling and exporting, and asking agents for measurements), and
+``measure``: a measurement agent's, which does nothing but measure for the target named as the
+token (web.routes.agents); it reads no study. Nothing here logs a token.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-SCOPES = ("read", "write")
+SCOPES = ("read", "write", "measure")
+LADDER = ("read", "write")  # each of these may do what the ones before it may
 PREFIX = "nas_"
 metadata = sa.MetaData()
 tokens = sa.Table(
@@ -42,7 +45,9 @@ class Caller:
     scope: str
 
     def may(self, scope: str) -> bool:
-        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+        if "measure" in (scope, self.scope):  # off the ladder: it grants measuring, and only that
+            return scope == self.scope
+        return LADDER.index(self.scope) >= LADDER.index(scope)
 
 
 class TokenStore:

@@ -7,12 +7,15 @@ of the raw path on its own and writes ``%`` and ``/`` inside it back as ``%25`` 
 round-trips, and a route never matches a name loosely.
 
 *Bounded bodies.* ``BodyLimit`` answers 413 to a request body above the limit, whether it says
-its length (``Content-Length``) or streams it, before a route reads it.
+its length (``Content-Length``) or streams it, before a route reads it. A few routes take larger
+bodies (an ONNX model for measurement agents): ``larger`` gives their own limits.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -51,18 +54,27 @@ class ExactSegments:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body of more than ``max_bytes``."""
+    """ASGI middleware: 413 for a body of more than ``max_bytes``, or of the limit of the first
+    ``(method, path pattern, bytes)`` of ``larger`` that matches the request."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Any, max_bytes: int, larger: Sequence[tuple[str, str, int]] = ()) -> None:
+        self.app, self.default = app, max_bytes
+        self.larger = [(method, re.compile(pattern), limit) for method, pattern, limit in larger]
+
+    def _limit(self, scope: dict) -> int:
+        for method, pattern, limit in self.larger:
+            if scope.get("method") == method and pattern.fullmatch(scope.get("path", "")):
+                return limit
+        return self.default
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit(scope)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _too_large(send, self.max_bytes)
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
+            await _too_large(send, max_bytes)
             return
         seen = 0
         started = False
@@ -72,8 +84,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(413, f"request body over {self.max_bytes:,} bytes")
+                if seen > max_bytes:
+                    raise _TooLarge(413, f"request body over {max_bytes:,} bytes")
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -85,7 +97,7 @@ class BodyLimit:
             await self.app(scope, bounded_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _too_large(send, self.max_bytes)
+                await _too_large(send, max_bytes)
 
 
 class _TooLarge(HTTPException):

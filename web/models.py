@@ -136,7 +136,7 @@ class JobOut(BaseModel):
 
 class WhoAmI(BaseModel):
     name: str
-    scope: Literal["read", "write"]
+    scope: Literal["read", "write", "measure"]
 
 
 class Info(BaseModel):
@@ -146,3 +146,125 @@ class Info(BaseModel):
     public_reads: bool
     dashboard_url: str | None
     options: dict[str, list[str]]  # config group -> the options a job may choose
+
+
+# Measurement agents (web.routes.agents)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Short = Annotated[str, StringConstraints(max_length=200)]
+FingerprintValue = Short | int | float | bool | None
+
+
+class AgentIn(BaseModel):
+    """An agent registering: the hardware its figures hold for."""
+
+    fingerprint: dict[Name, FingerprintValue] = Field(max_length=50)
+    providers: list[Name] = Field(default_factory=list, max_length=20)
+    host: Short = ""
+    lease_s: float = Field(default=30.0, ge=0.5, le=600, description="renewed every third of it")
+
+
+class AgentOut(BaseModel):
+    agent_id: str
+    target: str
+    fingerprint_id: str
+
+
+class LeaseIn(BaseModel):
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class Lease(BaseModel):
+    lease_id: str
+    request_id: int
+    model_sha256: str
+    input_shape: list[int]
+    settings: dict[str, Any]
+    expires_in_s: float
+
+
+class LeaseOut(BaseModel):
+    lease: Lease | None
+
+
+class RenewOut(BaseModel):
+    expires_in_s: float
+
+
+class TimingIn(BaseModel):
+    """How the model is to be timed (nas_agent.measure.OrtSettings)."""
+
+    model_config = {"extra": "forbid"}
+    threads: int = Field(default=1, ge=1, le=256)
+    batch_size: int = Field(default=1, ge=1, le=65536)
+    warmup: int = Field(default=20, ge=0, le=100_000)
+    runs: int = Field(default=100, ge=1, le=100_000)
+    rounds: int = Field(default=5, ge=1, le=1000)
+    providers: list[Name] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"], min_length=1, max_length=8
+    )
+    pin_cpu: int | Literal["auto"] | None = "auto"
+    max_background_load: float = Field(default=0.25, ge=0, allow_inf_nan=False)
+    retries: int = Field(default=3, ge=0, le=100)
+
+
+class MeasureRequestIn(BaseModel):
+    model_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    input_shape: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=8)
+    settings: TimingIn = Field(default_factory=TimingIn)
+    max_lease_s: float = Field(default=600.0, gt=0, le=86_400, description="longest one lease may be held")
+
+
+class MeasureRequestOut(BaseModel):
+    id: int
+    target: str
+    status: Literal["queued", "leased", "done", "failed", "cancelled"]
+    attempts: int
+    model_sha256: str
+    fingerprint_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    agents_alive: int
+    last_seen_s: float | None = None
+
+
+Ms = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class MeasureResultIn(BaseModel):
+    """An agent's figure: milliseconds per call in rounds (as the local profiler's), the load it
+    saw, whether it was quiet."""
+
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    fingerprint_id: Annotated[str, StringConstraints(min_length=1, max_length=16)]
+    rounds: list[Annotated[list[Ms], Field(min_length=1, max_length=100_000)]] = Field(
+        min_length=1, max_length=3000
+    )
+    background_load: float = Field(ge=0, allow_inf_nan=False)
+    machine_load: float = Field(ge=0, allow_inf_nan=False)
+    quiet: bool
+    seconds: float = Field(ge=0, allow_inf_nan=False)
+
+
+class MeasureFailureIn(BaseModel):
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    error: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class AgentSeen(BaseModel):
+    id: str
+    host: str
+    alive: bool
+    last_seen_s: float
+    fingerprint_id: str
+
+
+class TargetOut(BaseModel):
+    target: str
+    fingerprint: dict[str, Any]
+    fingerprint_id: str
+    providers: list[str]
+    alive: int
+    last_seen_s: float
+    agents: list[AgentSeen]
+    queue: dict[str, int]

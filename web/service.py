@@ -14,6 +14,7 @@ from nas.records import STUDY_ATTR
 from web.auth import Caller, TokenStore
 from web.events import EventStreams
 from web.jobs import JobStore
+from web.measurements import MeasureQueue
 from web.policy import JobPolicy
 from web.queries import FrontCache, StudyQueries
 
@@ -25,6 +26,7 @@ class Service:
     storage_url: str
     storage: optuna.storages.RDBStorage
     tokens: TokenStore
+    measurements: MeasureQueue
     jobs: JobStore
     policy: JobPolicy
     export_root: Path
@@ -51,7 +53,9 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
-bearer = HTTPBearer(auto_error=False, description="a token from `nas token create` (read or write scope)")
+bearer = HTTPBearer(
+    auto_error=False, description="a token from `nas token create` (read, write or measure scope)"
+)
 
 
 def caller(
@@ -75,6 +79,8 @@ def reader(request: Request, who: Annotated[Caller | None, Depends(caller)]) -> 
         if service(request).public_reads:
             return Caller("public", "read")
         raise HTTPException(401, "a token is needed (nas token create)", {"WWW-Authenticate": "Bearer"})
+    if not who.may("read"):
+        raise HTTPException(403, f"token {who.name!r} may only measure (a measurement agent's)")
     return who
 
 
@@ -84,10 +90,24 @@ def writer(who: Annotated[Caller | None, Depends(caller)]) -> Caller:
             401, "a write token is needed (nas token create scope=write)", {"WWW-Authenticate": "Bearer"}
         )
     if not who.may("write"):
-        raise HTTPException(403, f"token {who.name!r} may only read")
+        raise HTTPException(403, f"token {who.name!r} may only {who.scope}")
+    return who
+
+
+def measurer(who: Annotated[Caller | None, Depends(caller)]) -> Caller:
+    """A measurement agent: a ``measure`` token (its name is the target it measures for)."""
+    if who is None:
+        raise HTTPException(
+            401,
+            "a measure token is needed (nas token create token_name=TARGET scope=measure)",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    if not who.may("measure"):
+        raise HTTPException(403, f"token {who.name!r} is not a measure token (scope=measure)")
     return who
 
 
 Reader = Annotated[Caller, Depends(reader)]
+Measurer = Annotated[Caller, Depends(measurer)]
 Writer = Annotated[Caller, Depends(writer)]
 Served = Annotated[Service, Depends(service)]

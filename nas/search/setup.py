@@ -84,7 +84,7 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         "objectives": objectives,
         "profiler": {"name": profiler.name, "unit": profiler.unit, "settings": profiler.settings()},
         "hardware": hardware_for(profiler)[0],
-        "hardware_info": fingerprint(),
+        "hardware_info": hardware_for(profiler)[1] or fingerprint(),  # a target's, for profiler=remote
     } | ({"accuracy": accuracy} if accuracy != "float" else {})
     calibrate(profiler, data, train_idx, cfg.seed)  # a quantizing profiler's calibration images
     # The sampler and executor are built for real later (the sampler once the study is open).

@@ -302,6 +302,9 @@ def train_supernet(
         source = data.subset(train_idx).to(dev)
         indices = torch.arange(len(train_idx))
     net.set_normalization(*channel_stats(data, train_idx))
+    if net.calibration_size:  # BatchNorm members: their statistics come from these images
+        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(recipe.seed))
+        net.set_calibration(data.subset(train_idx[order[: net.calibration_size]].sort().values).images)
     net.to(dev)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in net.named_parameters() if not (p.dim() > 1 and "pos_embed" not in n)]

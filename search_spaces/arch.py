@@ -363,8 +363,8 @@ class HybridArchConfig(Arch, family="hybrid"):
             raise ArchError("a hybrid architecture needs at least one stage")
         if stages[0].downsample != "reduce":
             raise ArchError("stage 0 has no downsample (the stem halves the input): leave its downsample out")
-        if self.depth == 0:
-            raise ArchError("a hybrid architecture needs at least one conv or attention block")
+        if self.depth == 0 and len(stages) == 1:  # (two stages: stem, downsample and head are convs)
+            raise ArchError("a hybrid architecture needs at least one conv or attention block, or two stages")
         for i, stage in enumerate(stages):
             for block in stage.conv_blocks:
                 hidden = hidden_width(stage.width, block.expansion)

@@ -134,10 +134,10 @@ class HybridSpace(SearchSpace):
             st.res_blocks[0] + st.conv_blocks[0] + st.attention_blocks[0] + (st.downsample == ("res",))
             for st in self.stages[:min_stages]
         )
-        if smallest == 0:
+        if smallest == 0 and min_stages == 1:
             raise SpaceError(
                 "space.stages: the smallest member would have no block; give a stage res_blocks, "
-                "conv_blocks or attention_blocks with a minimum of at least 1"
+                "conv_blocks or attention_blocks with a minimum of at least 1 (or two stages)"
             )
         if not isinstance(head_dim, int) or head_dim < 1:
             raise SpaceError(f"space.head_dim: expected a positive int, got {head_dim!r}")

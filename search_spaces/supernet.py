@@ -98,6 +98,11 @@ class Supernet(nn.Module):
         self.body.mean.copy_(mean.view(-1, 1, 1))
         self.body.std.copy_(std.view(-1, 1, 1))
 
+    @property
+    def calibration_size(self) -> int:
+        """How many calibration images ``set_calibration`` keeps (0: no member has BatchNorm)."""
+        return len(self.calibration) if self._batchnorm else 0
+
     def set_calibration(self, images: torch.Tensor) -> None:
         """Keep (up to ``calibration_size``) uint8 training images (N, C, H, W): a member run in
         eval mode or extracted recomputes its BatchNorm statistics on them. A no-op for a
@@ -278,6 +283,8 @@ class Supernet(nn.Module):
 
     def forward(self, images: torch.Tensor, arch) -> torch.Tensor:
         skeleton = self._plan(arch)[0]
+        if skeleton.training != self.training:  # BatchNorm: batch statistics only when training
+            skeleton.train(self.training)
         return functional_call(skeleton, self.sliced_state(arch), (images,))
 
     @torch.no_grad()

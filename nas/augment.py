@@ -122,11 +122,14 @@ def resolve_augmentation(recipe: R, auto: Augmentation) -> R:
 
 def describe_augmentation(group: str, given: Any, resolved: Any, auto: Augmentation) -> str:
     """One line for a run's header, e.g. ``supernet augmentation: flip on, translate 4 px (auto:
-    natural RGB images)``; values set explicitly are marked so."""
+    natural RGB images)``; values set explicitly are marked so, with what auto would give."""
     parts = []
     for key, text in (("flip", "on" if resolved.flip else "off"), ("translate", f"{resolved.translate} px")):
         parts.append(f"{key} {text}" + ("" if getattr(given, key) == AUTO else " (set)"))
-    return f"{group} augmentation: {', '.join(parts)} (auto: {auto.why})"
+    if given.flip == AUTO and given.translate == AUTO:
+        return f"{group} augmentation: {', '.join(parts)} (auto: {auto.why})"
+    would = f"flip {'on' if auto.flip else 'off'}, translate {auto.translate} px"
+    return f"{group} augmentation: {', '.join(parts)} (auto would be {would}: {auto.why})"
 
 
 def check_augmentation(group: str, recipe: Any) -> None:

@@ -80,8 +80,9 @@ def test_explicit_values_win_and_keys_hold_resolved_values():
 
 
 def test_a_search_setup_resolves_auto_and_says_so():
-    cfg = compose(["+space=tiny"])
+    cfg = compose(["+space=tiny", "supernet=gpu", "device=cpu"])
     assert (cfg.supernet.flip, cfg.supernet.translate, cfg.retrain.flip) == ("auto", "auto", "auto")
+    assert compose(["retrain=gpu"]).retrain.translate == "auto"
     setup = prepare(cfg)
     assert (setup.recipe.flip, setup.recipe.translate) == (False, 4)
     assert setup.augmentation["auto"] == {"flip": False, "translate": 4, "why": "grayscale images"}
@@ -89,9 +90,17 @@ def test_a_search_setup_resolves_auto_and_says_so():
         setup.augmentation["line"]
         == "supernet augmentation: flip off, translate 4 px (auto: grayscale images)"
     )
-    explicit = prepare(compose(["+space=tiny", "supernet.flip=true", "supernet.translate=0"]))
+    explicit = prepare(
+        compose(["+space=tiny", "supernet=gpu", "device=cpu", "supernet.flip=true", "supernet.translate=0"])
+    )
     assert (explicit.recipe.flip, explicit.recipe.translate) == (True, 0)
-    assert "flip on (set), translate 0 px (set)" in explicit.augmentation["line"]
+    assert explicit.augmentation["line"] == (
+        "supernet augmentation: flip on (set), translate 0 px (set) "
+        "(auto would be flip off, translate 4 px: grayscale images)"
+    )
+    # The short CPU recipe keeps no augmentation (auto cost it points at 12 epochs): explicit values.
+    short = compose(["+space=tiny"]).supernet
+    assert (short.flip, short.translate) == (False, 0)
     assert explicit.identity["supernet_key"] != setup.identity["supernet_key"]
 
 
@@ -102,15 +111,16 @@ def test_the_study_records_auto_and_nas_train_follows_it(tiny_study, tmp_path):
     info = optuna.load_study(study_name=None, storage=storage).user_attrs[STUDY_ATTR]
     assert info["augmentation"] == {
         "auto": {"flip": False, "translate": 4, "why": "grayscale images"},
-        "supernet": {"flip": False, "translate": 4},
+        "supernet": {"flip": False, "translate": 0},  # the short recipe's explicit values
     }
-    assert info["supernet"]["recipe"]["translate"] == 4 and info["supernet"]["recipe"]["flip"] is False
+    assert info["supernet"]["recipe"]["translate"] == 0 and info["supernet"]["recipe"]["flip"] is False
     # What the study recorded "auto" to be is what nas train uses (here: flips, as if the search
     # had seen RGB photographs), not what it would decide from the data now.
     code, out, err = run_in_process("search", *TINY_SEARCH, "n_trials=5", cwd=folder)  # one more trial
-    assert code == 0 and "supernet augmentation: flip off, translate 4 px (auto: grayscale images)" in out, (
-        out
+    line = (
+        "supernet augmentation: flip off (set), translate 0 px (set) (auto would be flip off, translate 4 px"
     )
+    assert code == 0 and line in out, out
     study = optuna.load_study(study_name=None, storage=storage)
     recorded = info | {"augmentation": {"auto": {"flip": True, "translate": 3, "why": "natural RGB images"}}}
     study.set_user_attr(STUDY_ATTR, recorded)

@@ -261,7 +261,7 @@ CASES = [
     (["search", "+space=hybrid", "+space.stem_pool=[sometimes]"], ["space.stem_pool"]),
     (["search", "+space=hybrid_gpu", "space.min_stages=9"], ["space.min_stages", "[1, 4]"]),
     (["search", "+space=hybrid", "space.res_ratio=[0]"], ["space.res_ratio"]),
-    (["search", "+space=vit", "+space.stem=[patch,convs]"], ["space.stem", "'convs'"]),
+    (["search", "+space=vit", "space.stem=[patch,convs]"], ["space.stem", "'convs'", "vit.yaml"]),
     (["search", "+space=tiny", "+dataset.shuffle=true"], ["dataset.shuffle", "unknown key"]),
     (
         ["search", "+space=tiny", "dataset=fashion_mnist", "dataset.root={cwd}/nowhere"],

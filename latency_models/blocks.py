@@ -28,7 +28,7 @@ from search_spaces.arch import (
     pattern_n_m,
 )
 from search_spaces.networks import HybridNet, VisionTransformer, init_weights
-from search_spaces.ops import ConvMlp, Downsample, Mlp, token_mixer
+from search_spaces.ops import BasicBlock, ConvMlp, Downsample, Mlp, ResDownsample, token_mixer
 
 # Kinds of block, and the group each one's figure is summed into (a feature of the predictor).
 GROUPS = {
@@ -37,9 +37,11 @@ GROUPS = {
     "hybrid_stem": "ends",
     "hybrid_head": "ends",
     "downsample": "ends",
+    "res_down": "ends",
     "mixer": "mixer",
     "mlp": "mlp",
     "conv": "conv",
+    "res": "conv",
 }
 
 
@@ -110,7 +112,8 @@ def decompose(arch: Arch) -> list[BlockSpec]:
 @decomposes("vit")
 def _decompose_vit(arch: ArchConfig) -> list[BlockSpec]:
     dim, grid = arch.embed_dim, arch.image_size // arch.patch_size
-    blocks = [BlockSpec.of("vit_stem", arch.input_shape, patch_size=arch.patch_size, dim=dim)]
+    stem = {"stem": arch.stem} if arch.stem != "patch" else {}  # (the keys of before otherwise)
+    blocks = [BlockSpec.of("vit_stem", arch.input_shape, patch_size=arch.patch_size, dim=dim, **stem)]
     for layer in arch.layers:
         blocks += _layer_blocks(layer, dim, grid, arch.head_dim, arch.activation)
     blocks.append(BlockSpec.of("vit_head", (grid * grid, dim), classes=arch.num_classes))
@@ -120,13 +123,18 @@ def _decompose_vit(arch: ArchConfig) -> list[BlockSpec]:
 @decomposes("hybrid")
 def _decompose_hybrid(arch: HybridArchConfig) -> list[BlockSpec]:
     first = arch.stages[0].width
-    blocks = [BlockSpec.of("hybrid_stem", arch.input_shape, width=first)]
+    stem = ({"stem": arch.stem} if arch.stem != "conv" else {}) | ({"pool": True} if arch.stem_pool else {})
+    blocks = [BlockSpec.of("hybrid_stem", arch.input_shape, width=first, **stem)]
     sides = arch.resolutions()
     for i, stage in enumerate(arch.stages):
         side, width = sides[i], stage.width
         if i > 0:
             prev = arch.stages[i - 1].width
-            blocks.append(BlockSpec.of("downsample", (prev, sides[i - 1], sides[i - 1]), width=width))
+            kind = "res_down" if stage.downsample == "res" else "downsample"
+            blocks.append(BlockSpec.of(kind, (prev, sides[i - 1], sides[i - 1]), width=width))
+        for b in stage.res_blocks:
+            hidden = max(1, hidden_width(width, b.ratio))
+            blocks.append(BlockSpec.of("res", (width, side, side), hidden=hidden))
         for b in stage.conv_blocks:
             options = _mlp_options(width, b.expansion, b.conv_pattern, b.conv_sparsity)
             blocks.append(BlockSpec.of("conv", (width, side, side), activation=arch.activation, **options))
@@ -182,16 +190,16 @@ def _conv(shape, hidden: int, activation: str, pattern: str) -> nn.Module:
     return Residual(nn.GroupNorm(1, dim), ConvMlp(dim, hidden, activation, pattern, level))
 
 
-def _vit(shape, patch_size: int, dim: int, classes: int = 1) -> nn.Module:
+def _vit(shape, patch_size: int, dim: int, classes: int = 1, stem: str = "patch") -> nn.Module:
 
     channels, size = shape[0], shape[1]
     layer = LayerConfig(num_heads=1, mlp_ratio=1.0, attention="none")
-    arch = ArchConfig(size, channels, classes, patch_size, dim, 1, "relu", (layer,))
+    arch = ArchConfig(size, channels, classes, patch_size, dim, 1, "relu", (layer,), stem=stem)
     return VisionTransformer(arch)
 
 
-def _vit_stem(shape, patch_size: int, dim: int) -> nn.Module:
-    return _Call(_vit(shape, patch_size, dim), "embed")
+def _vit_stem(shape, patch_size: int, dim: int, stem: str = "patch") -> nn.Module:
+    return _Call(_vit(shape, patch_size, dim, stem=stem), "embed")
 
 
 def _vit_head(shape, classes: int) -> nn.Module:
@@ -199,14 +207,15 @@ def _vit_head(shape, classes: int) -> nn.Module:
     return _Call(_vit((1, grid, grid), 1, shape[1], classes), "classify")
 
 
-def _hybrid(shape, width: int, classes: int = 1) -> nn.Module:
+def _hybrid(shape, width: int, classes: int = 1, stem: str = "conv", pool: bool = False) -> nn.Module:
 
     stage = StageConfig(width, conv_blocks=(ConvBlockConfig(expansion=1.0),))
-    return HybridNet(HybridArchConfig(shape[1], shape[0], classes, 1, "relu", (stage,)))
+    arch = HybridArchConfig(shape[1], shape[0], classes, 1, "relu", (stage,), stem=stem, stem_pool=pool)
+    return HybridNet(arch)
 
 
-def _hybrid_stem(shape, width: int) -> nn.Module:
-    return _Call(_hybrid(shape, width), "embed")
+def _hybrid_stem(shape, width: int, stem: str = "conv", pool: bool = False) -> nn.Module:
+    return _Call(_hybrid(shape, width, stem=stem, pool=pool), "embed")
 
 
 def _hybrid_head(shape, classes: int) -> nn.Module:
@@ -218,13 +227,23 @@ def _downsample(shape, width: int) -> nn.Module:
     return Downsample(shape[0], width)
 
 
+def _res_down(shape, width: int) -> nn.Module:
+    return ResDownsample(shape[0], width)
+
+
+def _res(shape, hidden: int) -> nn.Module:
+    return BasicBlock(shape[0], hidden)
+
+
 _BUILDERS = {
     "vit_stem": _vit_stem,
     "vit_head": _vit_head,
     "hybrid_stem": _hybrid_stem,
     "hybrid_head": _hybrid_head,
     "downsample": _downsample,
+    "res_down": _res_down,
     "mixer": _mixer,
     "mlp": _mlp,
     "conv": _conv,
+    "res": _res,
 }

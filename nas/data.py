@@ -61,6 +61,7 @@ class ImageData:
     workers: int = 0  # DataLoader workers for a streamed dataset
     classes: list[str] = field(default_factory=list)
     test: ImageData | None = None  # the dataset's own val/test split, for the final figures
+    flip_safe: bool | None = None  # does a mirrored image keep its class? None: judge by colour
 
     @classmethod
     def of(
@@ -160,14 +161,18 @@ class ImageData:
 
 
 class Dataset(abc.ABC):
-    """Base of the ``dataset`` conf group entries: ``load()`` returns ImageData."""
+    """Base of the ``dataset`` conf group entries: ``load()`` returns ImageData. ``flip_safe``
+    says whether a left-right mirrored image keeps its class (false for digits or text), for the
+    recipes' ``flip: auto``; null leaves it to the images (RGB: flip, grayscale: no flip)."""
 
     name = ""
 
-    def __init__(self, val_fraction: float = 0.1) -> None:
+    def __init__(self, val_fraction: float = 0.1, flip_safe: bool | None = None) -> None:
         if not 0 < val_fraction < 1:
             raise DataError(f"dataset.val_fraction: expected a value in (0, 1), got {val_fraction!r}")
-        self.val_fraction = val_fraction
+        if flip_safe is not None and not isinstance(flip_safe, bool):
+            raise DataError(f"dataset.flip_safe: expected true, false or null, got {flip_safe!r}")
+        self.val_fraction, self.flip_safe = val_fraction, flip_safe
 
     @abc.abstractmethod
     def load(self) -> ImageData:
@@ -183,7 +188,7 @@ class Embedded(Dataset):
         with np.load(EMBEDDED_FILE) as f:
             images = torch.from_numpy(f["images"]).unsqueeze(1)
             labels = torch.from_numpy(f["labels"].astype(np.int64))
-        return ImageData.of(self.name, images, labels, num_classes=10)
+        return ImageData.of(self.name, images, labels, num_classes=10, flip_safe=self.flip_safe)
 
 
 class _Torchvision(Dataset):
@@ -198,8 +203,9 @@ class _Torchvision(Dataset):
         val_fraction: float = 0.1,
         image_size: int | None = None,
         channels: int | None = None,
+        flip_safe: bool | None = None,
     ) -> None:
-        super().__init__(val_fraction)
+        super().__init__(val_fraction, flip_safe)
         if image_size is not None and image_size < 1:
             raise DataError(f"dataset.image_size: expected a value >= 1 or null, got {image_size!r}")
         if channels not in (None, 1, 3):
@@ -224,6 +230,7 @@ class _Torchvision(Dataset):
         try:
             data = self._shaped(self._open(self.root, train=True))
             data.test = self._shaped(self._open(self.root, train=False))
+            data.flip_safe = self.flip_safe
             return data
         except RuntimeError as e:
             if "not found" in str(e).lower() or "corrupted" in str(e).lower():
@@ -327,8 +334,9 @@ class ImageFolder(Dataset):
         max_memory_mb: float = 4096,
         workers: int | None = None,
         cache_dir: str | None = None,
+        flip_safe: bool | None = None,
     ) -> None:
-        super().__init__(val_fraction)
+        super().__init__(val_fraction, flip_safe)
         if image_size < 1:
             raise DataError(f"dataset.image_size: expected a value >= 1, got {image_size!r}")
         if max_memory_mb < 0:
@@ -449,4 +457,5 @@ class ImageFolder(Dataset):
         data = self._image_data(f"imagefolder-{file_safe(name)}", train)
         if eval_dir is not None:
             data.test = self._image_data(f"{data.name}-{eval_dir.name}", self._read(eval_dir, train.classes))
+        data.flip_safe = self.flip_safe
         return data

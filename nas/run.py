@@ -33,6 +33,7 @@ from rich.table import Table
 
 from latency_models._base import hardware_for, profiler_key
 from nas import status
+from nas.augment import Augmentation, describe_augmentation, resolve_augmentation
 from nas.config import instantiate
 from nas.latency import build_profiler
 from nas.records import FINAL_LATENCY_ATTR, RUN_PHASES_ATTR, FinalLatencies
@@ -77,6 +78,9 @@ def run_all(cfg, config_dirs, console) -> int:
     recipe = instantiate("retrain", cfg.retrain)
     baselines = instantiate("baselines", cfg.baselines) if plan.baselines else None
     setup = prepare(cfg, config_dirs)  # every setting checked before anything is written
+    given, auto = recipe, Augmentation.from_dict(setup.augmentation["auto"])
+    recipe = resolve_augmentation(given, auto)  # the trainings augment as the search decided
+    console.print(describe_augmentation("retrain", given, recipe, auto))
     phases: dict[str, float] = {}
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

@@ -277,6 +277,7 @@ def _reject_bools(model: type[BaseModel], config: dict[str, Any], prefix: str) -
             raise UserError(f"{prefix}{name}: expected {_describe(field.annotation)}, got {value!r}")
 
 
+_UNIONS = (typing.Union, getattr(__import__("types"), "UnionType", None))
 _TYPES = {
     "int": "an integer",
     "float": "a number",
@@ -341,6 +342,8 @@ def _message(error: ValidationError, prefix: str, annotation: Any = None) -> str
         return f"{key}: expected {expected(first.get('ctx', {}))}{where}, got {value!r}"
     if kind == "value_error":
         return f"{key}: {str(first['msg']).removeprefix('Value error, ')}"
+    if annotation is not None and typing.get_origin(annotation) in _UNIONS:  # not per member type
+        return f"{key}: expected {_describe(annotation)}, got {value!r}"
     if annotation is not None and not index:
         return f"{key}: expected {_describe(annotation)}, got {value!r}"
     return f"{key}{where}: {first['msg'][0].lower()}{first['msg'][1:]}, got {value!r}"

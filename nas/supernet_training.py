@@ -29,14 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nas import status
-from nas.augment import random_flip, random_translate
+from nas.augment import check_augmentation, random_flip, random_translate, require_resolved
 from nas.checkpoint import load_checkpoint, save_atomic
 from nas.data import ImageData
 from nas.distributed import Rank, average_gradients, launch
@@ -93,8 +93,10 @@ class Recipe:
     num_random: int = 2  # random members per step besides the largest and smallest
     label_smoothing: float = 0.1
     distill: bool = False  # True: smaller members learn from the largest's soft predictions
-    translate: int = 0  # augmentation: shift each image by up to this many pixels (0: none)
-    flip: bool = False  # augmentation: mirror half of the images left-right
+    # Augmentation: shift each image by up to this many pixels (0: none); mirror half of the
+    # images left-right. "auto": chosen from the dataset (nas.augment.auto_augmentation).
+    translate: int | Literal["auto"] = 0
+    flip: bool | Literal["auto"] = False
     # Random members drawn from a pool of this many architectures, drawn again every
     # ``pool_epochs`` epochs (0: fresh members every step). A pool lets CUDA graphs be reused.
     member_pool: int = 0
@@ -111,7 +113,6 @@ class Recipe:
             "supernet",
             self,
             ("num_random", self.num_random >= 0, ">= 0"),
-            ("translate", self.translate >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             (
                 "member_pool",
@@ -122,6 +123,7 @@ class Recipe:
             ("devices", self.devices >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
         )
+        check_augmentation("supernet", self)
         if self.batch_size % self.devices:
             raise ValueError(
                 f"supernet.batch_size: {self.batch_size} images per step do not split evenly over "
@@ -272,6 +274,7 @@ def train_supernet(
     Nothing waits for the GPU within a step (the loss is read every ``PROGRESS_EVERY`` steps).
     The result records images/s and, on CUDA, the share of a profiled window of steps during
     which the GPU was busy."""
+    require_resolved("supernet", recipe)
     key = supernet_key(space_config, data, split, recipe)
     run_dir = Path(cache_dir) / "supernets" / f"{space.name}-{file_safe(data.name)}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +305,9 @@ def train_supernet(
         source = data.subset(train_idx).to(dev)
         indices = torch.arange(len(train_idx))
     net.set_normalization(*channel_stats(data, train_idx))
+    if net.calibration_size:  # BatchNorm members: their statistics come from these images
+        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(recipe.seed))
+        net.set_calibration(data.subset(train_idx[order[: net.calibration_size]].sort().values).images)
     net.to(dev)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in net.named_parameters() if not (p.dim() > 1 and "pos_embed" not in n)]

@@ -13,56 +13,39 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+# The shared arithmetic, importable from here as before.
+from search_spaces.shapes import BLOCK_SIZE as BLOCK_SIZE
+from search_spaces.shapes import PATTERNS as PATTERNS
+from search_spaces.shapes import STEM_SIDE as STEM_SIDE
+from search_spaces.shapes import hidden_width as hidden_width
+from search_spaces.shapes import kept as kept
+from search_spaces.shapes import pattern_group as pattern_group
+from search_spaces.shapes import pattern_level as pattern_level
+from search_spaces.shapes import pattern_n_m as pattern_n_m
+from search_spaces.shapes import stage_resolutions as stage_resolutions
+from search_spaces.shapes import stem_strides as stem_strides
 
 # Known ops, cheapest first (spaces order their choices by this; see search_spaces.base).
 ATTENTIONS = ("none", "pool", "linear", "slab", "local", "mqa", "gqa", "sqa", "softmax")
 # topk10 / topk25: ReLU keeping only the 10 % / 25 % largest hidden activations per token.
 ACTIVATIONS = ("topk10", "topk25", "relu", "gelu")
-# Weight sparsity patterns of the MLP's SparseLinear layers (see search_spaces.sparse), cheapest first.
-PATTERNS = ("structured", "block", "unstructured", "4:8", "2:4", "dense")
-BLOCK_SIZE = 4  # block pattern: 4x4 blocks
-
-
-def pattern_n_m(pattern: str) -> tuple[int, int] | None:
-    """(N, M) of an N:M pattern such as "2:4", else None."""
-    if ":" in pattern:
-        n, m = pattern.split(":")
-        return int(n), int(m)
-    return None
-
-
-def pattern_group(pattern: str) -> int:
-    """Widths must be multiples of this for the pattern (M of N:M, the block size, else 1)."""
-    nm = pattern_n_m(pattern)
-    return nm[1] if nm else BLOCK_SIZE if pattern == "block" else 1
-
-
-def kept(count: int, level: float) -> int:
-    """How many of ``count`` weights, blocks or units a sparsity ``level`` keeps (at least one)."""
-    return max(1, round(count * (1 - level)))
-
-
-def pattern_level(pattern: str) -> float | None:
-    """The sparsity a dense or N:M pattern implies; None where the level is a free choice."""
-    if pattern == "dense":
-        return 0.0
-    nm = pattern_n_m(pattern)
-    return 1 - nm[0] / nm[1] if nm else None
-
-
+# Stems, cheapest first. vit: "patch" (one strided conv, the patch embedding) or "conv" (two
+# stride-2 3x3 convs with BatchNorm, then the patch embedding of the remaining factor: EfficientFormer,
+# ViT-ResNAS). hybrid: "conv" (one stride-2 3x3 conv) or "deep" (resnet10t's: three 3x3 convs).
+VIT_STEMS = ("patch", "conv")
+CONV_STEM_STRIDE = 4  # the vit conv stem's two stride-2 convs
+HYBRID_STEMS = ("conv", "deep")
+# How a hybrid stage after the first halves the resolution, cheapest first: "reduce" (the
+# residual spatial reduction of ViT-ResNAS) or "res" (ResNet's strided basic block).
+DOWNSAMPLES = ("reduce", "res")
 SCHEMA_VERSION = 1
 
 
 class ArchError(ValueError):
     """An architecture description that cannot describe a real network."""
-
-
-def hidden_width(width: int, ratio: float) -> int:
-    """Hidden width of an MLP or conv block expanding ``width`` by ``ratio`` (before pruning)."""
-    return int(width * ratio)
 
 
 def _set_positive_float(config: Any, name: str) -> None:
@@ -92,6 +75,26 @@ def _check_divisible(pattern: str, widths: dict[str, int]) -> None:
     if any(width % group for width in widths.values()):
         named = ", ".join(f"{name} ({width})" for name, width in widths.items())
         raise ArchError(f"pattern {pattern} needs {named} divisible by {group}")
+
+
+def _canonical(value: Any) -> Any:
+    """``dataclasses.asdict`` without the fields a class added later (its ``LATER`` names) where
+    they hold their defaults."""
+    if dataclasses.is_dataclass(value):
+        later = getattr(type(value), "LATER", ())
+        return {
+            f.name: _canonical(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.name in later and getattr(value, f.name) == f.default)
+        }
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ArchError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 FAMILIES: dict[str, type[Arch]] = {}  # family tag -> class, filled by Arch subclasses
@@ -145,8 +148,9 @@ class Arch:
     def key(self) -> str:
         """Stable identity: sha1 of the canonical JSON of the fields (ratios and levels are
         always floats). The family tag is left out: the fields tell the families apart, and keys
-        stay those of studies and latency tables written before the tag existed."""
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        stay those of studies and latency tables written before the tag existed; so are fields
+        added later (``LATER``) while they hold their defaults, so an old architecture keeps its key."""
+        canonical = json.dumps(_canonical(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(canonical.encode()).hexdigest()
 
     @property
@@ -185,7 +189,11 @@ class LayerConfig:
 
 @dataclass(frozen=True)
 class ArchConfig(Arch, family="vit"):
-    """A vision transformer: patch embedding, ``len(layers)`` blocks, mean-pool, linear head."""
+    """A vision transformer: patch embedding (or, with ``stem="conv"``, two stride-2 3x3 convs
+    and a patch embedding of ``patch_size / 4``: the same tokens), ``len(layers)`` blocks,
+    mean-pool, linear head."""
+
+    LATER: ClassVar[tuple[str, ...]] = ("stem",)  # fields added later (see Arch.key)
 
     image_size: int  # input is (in_channels, image_size, image_size)
     in_channels: int
@@ -197,6 +205,7 @@ class ArchConfig(Arch, family="vit"):
     layers: tuple[LayerConfig, ...]
     space: str = ""  # name of the space that produced it (informative, part of the key)
     schema_version: int = field(default=SCHEMA_VERSION)
+    stem: str = "patch"  # one of VIT_STEMS
 
     def __post_init__(self) -> None:
         # Accept lists/dicts (e.g. straight from JSON) and normalise to tuples of LayerConfig.
@@ -211,6 +220,12 @@ class ArchConfig(Arch, family="vit"):
         self._check_common()
         if self.image_size % self.patch_size:
             raise ArchError(f"patch_size {self.patch_size} does not divide image_size {self.image_size}")
+        _check_choice("stem", self.stem, VIT_STEMS)
+        if self.stem == "conv" and (self.patch_size % CONV_STEM_STRIDE or self.embed_dim % 2):
+            raise ArchError(
+                f"stem conv needs patch_size divisible by {CONV_STEM_STRIDE} and an even embed_dim, "
+                f"got patch_size {self.patch_size}, embed_dim {self.embed_dim}"
+            )
         if not layers:
             raise ArchError("an architecture needs at least one layer")
         for layer in layers:
@@ -234,7 +249,8 @@ class ArchConfig(Arch, family="vit"):
     def summary(self) -> str:
         """Short human-readable description, e.g. ``p4 d64 L3 [2h/2x/sm 4h/4x/lin ...] gelu``."""
         blocks = " ".join(_layer_summary(layer) for layer in self.layers)
-        return f"p{self.patch_size} d{self.embed_dim} L{self.depth} [{blocks}] {self.activation}"
+        stem = "cs" if self.stem == "conv" else ""
+        return f"{stem}p{self.patch_size} d{self.embed_dim} L{self.depth} [{blocks}] {self.activation}"
 
 
 def _sparsity_summary(pattern: str, level: float) -> str:
@@ -268,51 +284,62 @@ class ConvBlockConfig:
 
 
 @dataclass(frozen=True)
+class ResBlockConfig:
+    """A ResNet basic block: 3x3 conv from the stage width to ``width * ratio`` channels,
+    BatchNorm, ReLU, 3x3 conv back, BatchNorm, plus the input, ReLU (dense: the op ONNX Runtime's
+    CPU kernels run best, conv + BatchNorm + ReLU fused into one)."""
+
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        _set_positive_float(self, "ratio")
+
+
+@dataclass(frozen=True)
 class StageConfig:
-    """One resolution: ``conv_blocks`` first, then ``attention_blocks`` on the stage's tokens."""
+    """One resolution: (after the first stage) the ``downsample`` that halves it, then
+    ``res_blocks``, ``conv_blocks`` and ``attention_blocks`` on the stage's tokens, in that order.
+    A ``res`` downsample is ResNet's strided first block (3x3 convs with a pooled 1x1 shortcut),
+    so a resnet10t-like stage is ``downsample="res"`` and no further block."""
+
+    LATER: ClassVar[tuple[str, ...]] = ("res_blocks", "downsample")  # see Arch.key
 
     width: int
     conv_blocks: tuple[ConvBlockConfig, ...] = ()
     attention_blocks: tuple[LayerConfig, ...] = ()
+    res_blocks: tuple[ResBlockConfig, ...] = ()
+    downsample: str = "reduce"  # one of DOWNSAMPLES (ignored by the first stage: it has none)
 
     def __post_init__(self) -> None:
         if not isinstance(self.width, int) or self.width < 1:
             raise ArchError(f"stage width must be a positive int, got {self.width!r}")
-        convs = tuple(b if isinstance(b, ConvBlockConfig) else ConvBlockConfig(**b) for b in self.conv_blocks)
-        layers = tuple(b if isinstance(b, LayerConfig) else LayerConfig(**b) for b in self.attention_blocks)
-        object.__setattr__(self, "conv_blocks", convs)
-        object.__setattr__(self, "attention_blocks", layers)
+        _check_choice("downsample", self.downsample, DOWNSAMPLES)
+        for name, kind in (
+            ("res_blocks", ResBlockConfig),
+            ("conv_blocks", ConvBlockConfig),
+            ("attention_blocks", LayerConfig),
+        ):
+            blocks = tuple(b if isinstance(b, kind) else kind(**b) for b in getattr(self, name))
+            object.__setattr__(self, name, blocks)
 
-
-STEM_SIDE = 16  # a hybrid's stem brings the input near this side, whatever the image size
-
-
-def stem_strides(image_size: int) -> int:
-    """How many stride-2 convs a hybrid's stem has: one at 28 or 32 px, two at 64, four at 224,
-    so the first stage runs near ``STEM_SIDE`` x ``STEM_SIDE`` on any data."""
-    return max(1, round(math.log2(max(1, image_size) / STEM_SIDE)))
-
-
-def stage_resolutions(image_size: int, num_stages: int) -> list[int]:
-    """Side of each hybrid stage's feature map: the stem halves the input (``stem_strides``
-    times), each later stage halves it again."""
-    sides = [image_size]
-    for _ in range(stem_strides(image_size)):
-        sides = [-(-sides[0] // 2)]
-    while len(sides) < num_stages:
-        sides.append(-(-sides[-1] // 2))
-    return sides
+    @property
+    def depth(self) -> int:
+        """Its blocks, a res downsample (a block of its own) included."""
+        blocks = len(self.res_blocks) + len(self.conv_blocks) + len(self.attention_blocks)
+        return blocks + (self.downsample == "res")
 
 
 @dataclass(frozen=True)
 class HybridArchConfig(Arch, family="hybrid"):
     """A hybrid conv -> attention network (ViT-ResNAS, AsCAN, EfficientFormer).
 
-    A conv stem of stride-2 convs (``stem_strides``: one at 28-32 px, four at 224), then
-    ``stages``; every stage after the first halves the resolution
-    with a residual spatial reduction, so attention runs on few tokens late in the network.
-    Global average pool, LayerNorm, linear head.
+    A conv stem of stride-2 convs (``stem_strides``: one at 28-32 px, four at 224; ``stem``
+    ``"deep"``: resnet10t's three 3x3 convs), with ``stem_pool`` a stride-2 max pool after it,
+    then ``stages``; every stage after the first halves the resolution (its ``downsample``), so
+    attention runs on few tokens late in the network. Global average pool, LayerNorm, linear head.
     """
+
+    LATER: ClassVar[tuple[str, ...]] = ("stem", "stem_pool")  # see Arch.key
 
     image_size: int
     in_channels: int
@@ -322,15 +349,22 @@ class HybridArchConfig(Arch, family="hybrid"):
     stages: tuple[StageConfig, ...]
     space: str = ""
     schema_version: int = field(default=SCHEMA_VERSION)
+    stem: str = "conv"  # one of HYBRID_STEMS
+    stem_pool: bool = False  # a 3x3 stride-2 max pool after the stem (ResNet's)
 
     def __post_init__(self) -> None:
         stages = tuple(st if isinstance(st, StageConfig) else StageConfig(**st) for st in self.stages)
         object.__setattr__(self, "stages", stages)
         self._check_common()
+        _check_choice("stem", self.stem, HYBRID_STEMS)
+        if not isinstance(self.stem_pool, bool):
+            raise ArchError(f"stem_pool must be true or false, got {self.stem_pool!r}")
         if not stages:
             raise ArchError("a hybrid architecture needs at least one stage")
-        if self.depth == 0:
-            raise ArchError("a hybrid architecture needs at least one conv or attention block")
+        if stages[0].downsample != "reduce":
+            raise ArchError("stage 0 has no downsample (the stem halves the input): leave its downsample out")
+        if self.depth == 0 and len(stages) == 1:  # (two stages: stem, downsample and head are convs)
+            raise ArchError("a hybrid architecture needs at least one conv or attention block, or two stages")
         for i, stage in enumerate(stages):
             for block in stage.conv_blocks:
                 hidden = hidden_width(stage.width, block.expansion)
@@ -341,23 +375,29 @@ class HybridArchConfig(Arch, family="hybrid"):
 
     @property
     def depth(self) -> int:
-        """All blocks, conv and attention."""
-        return sum(len(st.conv_blocks) + len(st.attention_blocks) for st in self.stages)
+        """All blocks: residual, conv and attention (and res downsamples)."""
+        return sum(st.depth for st in self.stages)
 
     def resolutions(self) -> list[int]:
-        return stage_resolutions(self.image_size, len(self.stages))
+        return stage_resolutions(self.image_size, len(self.stages), self.stem_pool)
 
     def summary(self) -> str:
-        """E.g. ``w24 c2x | w48 c1x sm:[2h/2x/sm] | ... gelu`` (conv expansions, attention layers)."""
+        """E.g. ``w24 c2x | w48 c1x [2h/2x/sm] | ... gelu`` (conv expansions, attention layers);
+        ``deep+pool | w64 r1x | w128 rd ...`` for a deep stem with its pool, res blocks (``r``)
+        and res downsamples (``rd``)."""
         parts = []
         for stage in self.stages:
+            res = ["rd"] if stage.downsample == "res" else []
+            res += [f"r{b.ratio:g}x" for b in stage.res_blocks]
             convs = " ".join(
                 f"c{b.expansion:g}x{_sparsity_summary(b.conv_pattern, b.conv_sparsity)}"
                 for b in stage.conv_blocks
             )
             attn = " ".join(_layer_summary(layer) for layer in stage.attention_blocks)
-            parts.append(" ".join(filter(None, [f"w{stage.width}", convs, f"[{attn}]" if attn else ""])))
-        return f"{' | '.join(parts)} {self.activation}"
+            pieces = [f"w{stage.width}", *res, convs, f"[{attn}]" if attn else ""]
+            parts.append(" ".join(filter(None, pieces)))
+        stem = "+".join(([self.stem] if self.stem != "conv" else []) + (["pool"] if self.stem_pool else []))
+        return f"{stem + ' | ' if stem else ''}{' | '.join(parts)} {self.activation}"
 
 
 def _family_of(data: Any) -> str:

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.arch import FAMILIES, Arch, ArchConfig, ArchError, HybridArchConfig, stem_strides
-from search_spaces.ops import Block, ConvBlock, Downsample
+from search_spaces.arch import CONV_STEM_STRIDE, FAMILIES, Arch, ArchConfig, ArchError, HybridArchConfig
+from search_spaces.ops import BasicBlock, Block, ConvBlock, ConvStem, DeepStem, Downsample, ResDownsample
+from search_spaces.shapes import hidden_width, stem_strides
 
 # family tag -> network class taking the architecture, filled by @register_network
 NETWORKS: dict[str, Callable[[Arch], nn.Module]] = {}
@@ -42,7 +43,11 @@ class VisionTransformer(nn.Module):
         dim, p = arch.embed_dim, arch.patch_size
         self.register_buffer("mean", torch.zeros(arch.in_channels, 1, 1))
         self.register_buffer("std", torch.ones(arch.in_channels, 1, 1))
-        self.patch_embed = nn.Conv2d(arch.in_channels, dim, kernel_size=p, stride=p)
+        if arch.stem == "conv":  # two stride-2 convs, then patches of the remaining factor
+            self.conv_stem = ConvStem(arch.in_channels, dim)
+            self.patch_embed = nn.Conv2d(dim, dim, p // CONV_STEM_STRIDE, stride=p // CONV_STEM_STRIDE)
+        else:
+            self.patch_embed = nn.Conv2d(arch.in_channels, dim, kernel_size=p, stride=p)
         self.pos_embed = nn.Parameter(torch.zeros(1, arch.num_tokens, dim))
         grid = arch.image_size // p
         self.blocks = nn.ModuleList(
@@ -53,6 +58,8 @@ class VisionTransformer(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, N, D)
         x = (images - self.mean) / self.std
+        if hasattr(self, "conv_stem"):
+            x = self.conv_stem(x)
         return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, num_classes)
@@ -66,13 +73,18 @@ class VisionTransformer(nn.Module):
 
 
 class Stage(nn.Module):
-    """One resolution of a hybrid: (downsample), conv blocks, then attention blocks on its tokens."""
+    """One resolution of a hybrid: (downsample), residual blocks, conv blocks, then attention
+    blocks on its tokens."""
 
     def __init__(self, arch: HybridArchConfig, index: int) -> None:
         super().__init__()
         stage, width = arch.stages[index], arch.stages[index].width
         if index > 0:
-            self.downsample = Downsample(arch.stages[index - 1].width, width)
+            kind = ResDownsample if stage.downsample == "res" else Downsample
+            self.downsample = kind(arch.stages[index - 1].width, width)
+        self.res_blocks = nn.ModuleList(
+            BasicBlock(width, max(1, hidden_width(width, b.ratio))) for b in stage.res_blocks
+        )
         self.conv_blocks = nn.ModuleList(ConvBlock(width, arch.activation, b) for b in stage.conv_blocks)
         grid = arch.resolutions()[index]
         self.attention_blocks = nn.ModuleList(
@@ -82,6 +94,8 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C', H', W')
         if hasattr(self, "downsample"):
             x = self.downsample(x)
+        for block in self.res_blocks:
+            x = block(x)
         for block in self.conv_blocks:
             x = block(x)
         if len(self.attention_blocks):
@@ -95,32 +109,42 @@ class Stage(nn.Module):
 
 @register_network("hybrid")
 class HybridNet(nn.Module):
-    """Conv stem (``stem_strides`` stride-2 convs) -> stages -> global average pool -> LayerNorm
-    -> linear head. Input: images in [0, 1], (B, C, H, W); normalisation is part of the model."""
+    """Conv stem (``stem_strides`` stride-2 convs, or resnet10t's deep stem; a max pool after it
+    with ``stem_pool``) -> stages -> global average pool -> LayerNorm -> linear head. Input:
+    images in [0, 1], (B, C, H, W); normalisation is part of the model."""
 
     def __init__(self, arch: HybridArchConfig) -> None:
         super().__init__()
         self.arch = arch
         self.register_buffer("mean", torch.zeros(arch.in_channels, 1, 1))
         self.register_buffer("std", torch.ones(arch.in_channels, 1, 1))
-        width = arch.stages[0].width
-        self.stem = nn.Conv2d(arch.in_channels, width, 3, stride=2, padding=1)
-        self.stem_norm = nn.GroupNorm(1, width)
-        self.stem_more = nn.Sequential(  # further halvings for large inputs (none at 28-32 px)
-            *(
-                nn.Sequential(
-                    nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.ReLU()
+        width, halvings = arch.stages[0].width, stem_strides(arch.image_size)
+        if arch.stem == "deep":
+            self.deep_stem = DeepStem(arch.in_channels, width, halvings)
+        else:
+            self.stem = nn.Conv2d(arch.in_channels, width, 3, stride=2, padding=1)
+            self.stem_norm = nn.GroupNorm(1, width)
+            self.stem_more = nn.Sequential(  # further halvings for large inputs (none at 28-32 px)
+                *(
+                    nn.Sequential(
+                        nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.ReLU()
+                    )
+                    for _ in range(halvings - 1)
                 )
-                for _ in range(stem_strides(arch.image_size) - 1)
             )
-        )
+        self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1) if arch.stem_pool else nn.Identity()
         self.stages = nn.ModuleList(Stage(arch, i) for i in range(len(arch.stages)))
         self.norm = nn.LayerNorm(arch.stages[-1].width)
         self.head = nn.Linear(arch.stages[-1].width, arch.num_classes)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C0, side, side)
         x = (images - self.mean) / self.std
-        return self.stem_more(F.relu(self.stem_norm(self.stem(x))))
+        x = (
+            self.deep_stem(x)
+            if hasattr(self, "deep_stem")
+            else self.stem_more(F.relu(self.stem_norm(self.stem(x))))
+        )
+        return self.stem_pool(x)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
         return self.head(self.norm(x.mean(dim=(2, 3))))

@@ -1,6 +1,8 @@
-"""Vision-transformer space: patch size, width, depth and per-layer heads/MLP/attention.
+"""Vision-transformer space: patch size, stem, width, depth and per-layer heads/MLP/attention.
 
-Conditional by construction: depth is chosen first and only the active layers are asked about.
+Conditional by construction: depth is chosen first and only the active layers are asked about;
+the stem is asked where more than one fits the patch size (the conv stem needs patches of a
+multiple of 4).
 Attention heads have a fixed width (``head_dim``, as in AutoFormer), so every heads/width
 combination is a valid network.
 """
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from search_spaces.arch import ACTIVATIONS, ATTENTIONS, ArchConfig, LayerConfig
+from search_spaces.arch import ACTIVATIONS, ATTENTIONS, CONV_STEM_STRIDE, VIT_STEMS, ArchConfig, LayerConfig
 from search_spaces.base import (
     SearchSpace,
     SpaceError,
@@ -49,8 +51,10 @@ class VitSpace(SearchSpace):
         mlp_sparsity: Sequence[float] = (0.5, 0.75, 0.9),
         min_tokens: int = 1,
         max_tokens: int | None = None,
+        stem: Sequence[str] = ("patch",),
     ) -> None:
         self.name = name
+        self.stem = sorted(check_choices("stem", stem, VIT_STEMS), key=VIT_STEMS.index)
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
         # The patch sizes that fit the data: dividing the image size, with a token count within
         # [min_tokens, max_tokens]; one space serves 28, 32, 64 or 224 px (nas spaces shows which).
@@ -64,6 +68,8 @@ class VitSpace(SearchSpace):
                 unfit[p] = "does not divide"
             elif not min_tokens <= (image_size // p) ** 2 <= (max_tokens or image_size**2):
                 unfit[p] = f"gives {(image_size // p) ** 2} tokens, not {min_tokens}..{max_tokens}"
+            elif not self.stems_for(p):
+                unfit[p] = f"is not a multiple of {CONV_STEM_STRIDE} (the conv stem's stride)"
         # Every choice list is kept cheapest first (see search_spaces.base).
         self.patch_size = [p for p in self.patch_size_choices if p not in unfit]
         if not self.patch_size:
@@ -72,6 +78,8 @@ class VitSpace(SearchSpace):
                 f"space.patch_size: no choice fits the dataset's image size {image_size} ({why})"
             )
         self.embed_dim = sorted(int(v) for v in check_choices("embed_dim", embed_dim))
+        if "conv" in self.stem and any(d % 2 for d in self.embed_dim):
+            raise SpaceError(f"space.embed_dim: the conv stem needs even widths, got {self.embed_dim}")
         self.min_depth, self.max_depth = check_range("depth", depth)
         if not isinstance(head_dim, int) or head_dim < 1:
             raise SpaceError(f"space.head_dim: expected a positive int, got {head_dim!r}")
@@ -84,8 +92,13 @@ class VitSpace(SearchSpace):
         widths = set(self.embed_dim) | {int(d * r) for d in self.embed_dim for r in self.mlp_ratio}
         self.mlp.check_widths(widths, "embed_dim x mlp_ratio")
 
+    def stems_for(self, patch_size: int) -> list[str]:
+        """The space's stems that fit ``patch_size``, cheapest first."""
+        return [st for st in self.stem if st == "patch" or patch_size % CONV_STEM_STRIDE == 0]
+
     def build(self, s: Suggester) -> ArchConfig:
         patch_size = choose(s, "patch_size", self.patch_size)
+        stem = choose(s, "stem", self.stems_for(patch_size))
         embed_dim = choose(s, "embed_dim", self.embed_dim)
         activation = choose(s, "activation", self.activation)
         depth = choose_int(s, "depth", self.min_depth, self.max_depth)
@@ -108,6 +121,7 @@ class VitSpace(SearchSpace):
             activation=activation,
             layers=layers,
             space=self.name,
+            stem=stem,
         )
 
     def make_supernet(self):
@@ -140,6 +154,8 @@ class VitSpace(SearchSpace):
                 if self.patch_size != self.patch_size_choices
                 else ""
             ),
+            "stem": str(self.stem)
+            + (f" (conv: patches of {CONV_STEM_STRIDE}k)" if len(self.stem) > 1 else ""),
             "embed_dim": str(self.embed_dim),
             "depth": f"{self.min_depth}..{self.max_depth}",
             "layer<i>.num_heads": f"{self.num_heads} (head_dim {self.head_dim})",
@@ -156,7 +172,9 @@ class VitSpace(SearchSpace):
 
     def size(self) -> int:
         per_layer = len(self.num_heads) * len(self.mlp_ratio) * len(self.attention) * self.mlp.options()
-        fixed = len(self.patch_size) * len(self.embed_dim) * len(self.activation)
+        fixed = (
+            sum(len(self.stems_for(p)) for p in self.patch_size) * len(self.embed_dim) * len(self.activation)
+        )
         return fixed * sum(per_layer**d for d in range(self.min_depth, self.max_depth + 1))
 
 

@@ -159,7 +159,8 @@ def shared_data() -> Path:
 
 
 def assert_extracts_and_exports(supernet, arch, images) -> None:
-    """The extracted module equals the supernet's member, and ONNX Runtime agrees with torch."""
+    """The extracted module equals the supernet's member (in eval mode: BatchNorm members use
+    their statistics), and ONNX Runtime agrees with torch."""
     import numpy as np
     import torch
 
@@ -167,9 +168,11 @@ def assert_extracts_and_exports(supernet, arch, images) -> None:
     from latency_models.onnxruntime import OnnxRuntimeProfiler
 
     model = supernet.extract(arch)
+    training = supernet.training
     with torch.no_grad():
         expected = model(images)
-        torch.testing.assert_close(supernet(images, arch), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(supernet.eval()(images, arch), expected, rtol=0, atol=1e-5)
+    supernet.train(training)
     session = OnnxRuntimeProfiler().session(to_onnx(model, arch.input_shape))
     (got,) = session.run(None, {"images": images.numpy()})
     assert np.abs(got - expected.numpy()).max() < 1e-4

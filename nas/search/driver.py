@@ -120,6 +120,7 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
         f"space {setup.space.name} ({setup.space.size():,} members), dataset {setup.data.name} "
         f"({len(setup.train_idx)} train / {len(setup.val_idx)} val), profiler {setup.profiler.name}"
     )
+    console.print(setup.augmentation["line"])
     started = time.perf_counter()
     marks = {"started": time.time()}  # wall clock: trials carry their own datetimes
     trained = train_supernet(
@@ -142,7 +143,13 @@ def _search(setup: Setup, console: Console, storage: optuna.storages.RDBStorage)
         f"{meta['largest_top1']:.2f} %, smallest {meta['smallest_top1']:.2f} %)"
     )
     study.set_user_attr(
-        STUDY_ATTR, setup.identity | {"supernet_path": str(trained.path.resolve()), "supernet": meta}
+        STUDY_ATTR,
+        setup.identity
+        | {
+            "supernet_path": str(trained.path.resolve()),
+            "supernet": meta,
+            "augmentation": {k: v for k, v in setup.augmentation.items() if k != "line"},
+        },
     )
     supernet = trained.net  # candidates are scored on the training device (batched, like training)
     marks["supernet"] = time.time()

@@ -16,6 +16,7 @@ from latency_models import LatencyProfiler
 from latency_models._base import hardware_for
 from latency_models.hardware import fingerprint
 from latency_models.quantize import quantization_of
+from nas.augment import auto_augmentation, describe_augmentation, resolve_augmentation
 from nas.config import check_writable, group_options, instantiate, instantiate_space, to_container
 from nas.data import ImageData
 from nas.latency import build_profiler
@@ -42,6 +43,9 @@ class Setup:
     accuracy: str  # what the accuracy objective scores: float or int8 (the profiler's int8 model)
     identity: dict[str, Any]  # what the study's figures are valid for (a rerun must match)
     config_dirs: list[str] = field(default_factory=list)
+    # What flip/translate "auto" is for the data, the supernet's resolved values, the header line:
+    # recorded with the study, so that nas train's "auto" means what the search's did.
+    augmentation: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
@@ -65,7 +69,9 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
             instantiate_space(cfg.space, data, config_dirs, image_size=image_size)
         except UserError as e:
             raise UserError(f"profiler.image_size: {image_size} does not fit {space.name}: {e}") from None
-    recipe = instantiate("supernet", cfg.supernet)
+    given = instantiate("supernet", cfg.supernet)
+    auto = auto_augmentation(data)
+    recipe = resolve_augmentation(given, auto)  # "auto" never reaches the cache key or the study
     gpus = torch.cuda.device_count()
     if recipe.devices > 1 and resolve_device(cfg.device).type == "cuda" and gpus < recipe.devices:
         raise UserError(
@@ -105,6 +111,11 @@ def prepare(cfg: DictConfig, config_dirs: list[str] = ()) -> Setup:
         accuracy=accuracy,
         identity=identity,
         config_dirs=list(config_dirs),
+        augmentation={
+            "auto": auto.to_dict(),
+            "supernet": {"flip": recipe.flip, "translate": recipe.translate},
+            "line": describe_augmentation("supernet", given, recipe, auto),
+        },
     )
 
 

@@ -21,6 +21,7 @@ from infra.storage import sqlite_path
 from latency_models._base import LatencyProfiler, can_time_modules
 from latency_models.quantize import quantization_of
 from nas import status
+from nas.augment import Augmentation, auto_augmentation, describe_augmentation, resolve_augmentation
 from nas.config import instantiate
 from nas.data import ImageData
 from nas.export import choose_trial, inherited_model
@@ -60,6 +61,7 @@ def run_train(cfg, config_dirs, console) -> int:
     baselines = instantiate("baselines", cfg.baselines)
     split = training_split(cfg)
     study_name, trials = study_candidates(cfg, source, split, recipe)
+    recipe = resolved_recipe(cfg, recipe, split.data, study_name, console)
     repeats = sum(len(t.same) for t in trials)
     if repeats:
         console.print(
@@ -134,6 +136,24 @@ def quantized_results(
             console.print(f"[yellow]{candidate.label}: not quantized ({type(e).__name__}: {first[:200]})[/]")
     console.print(f"{len(out)} trained models quantized to {quantization_of(profiler)} and scored")
     return out
+
+
+def resolved_recipe(
+    cfg, given: RetrainRecipe, data: ImageData, study_name: str | None, console
+) -> RetrainRecipe:
+    """``given`` with flip/translate ``auto`` replaced by what the study recorded ``auto`` to be
+    for its data (so found models and baselines train as the search decided), or, without a
+    study, by what the data says now; the line is printed with the run's header."""
+    recorded = None
+    if study_name is not None:
+        with reading_storage(cfg.storage) as storage:
+            info = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(STUDY_ATTR, {})
+        recorded = (info.get("augmentation") or {}).get("auto")
+    auto = Augmentation.from_dict(recorded) if recorded else auto_augmentation(data)
+    recipe = resolve_augmentation(given, auto)
+    line = describe_augmentation("retrain", given, recipe, auto)
+    console.print(line + (f", as recorded with study {study_name!r}" if recorded else ""))
+    return recipe
 
 
 def _chosen_source(cfg) -> str:

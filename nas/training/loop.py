@@ -28,7 +28,7 @@ from torch import nn
 
 from infra.files import atomic_path
 from latency_models.flops import count_params
-from nas.augment import random_flip, random_translate
+from nas.augment import random_flip, random_translate, require_resolved
 from nas.checkpoint import save_atomic
 from nas.data import ImageData
 from nas.records import file_safe
@@ -105,6 +105,7 @@ def retrain(
     it on ``val_idx`` after every epoch (``report(epoch, val_top1)``: e.g. a Tune scheduler, which
     may stop the run by raising) and on the dataset's own test split at the end. Checkpoints in
     ``run_dir`` and resumes from there; a finished run is read back, not trained again."""
+    require_resolved("retrain", recipe)
     dev = resolve_device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     finished = Retrained.read(run_dir)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import timm.optim
 
+from nas.augment import check_augmentation
 from nas.supernet_training import check_ranges
 
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")  # create_scheduler_v2's
@@ -31,8 +33,10 @@ class RetrainRecipe:
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
     ema_decay: float = 0.0  # model EMA (ModelEmaV3) decay, e.g. 0.999 (0: off); evaluated when on
-    translate: int = 0  # pixels of random shift (GPU-side, as in supernet training)
-    flip: bool = False
+    # Pixels of random shift (GPU-side, as in supernet training); random horizontal flips.
+    # "auto": chosen from the dataset, as the search chose (nas.augment.auto_augmentation).
+    translate: int | Literal["auto"] = 0
+    flip: bool | Literal["auto"] = False
     seed: int = 0
     # Model and batches in channels-last memory order (timm's --channels-last): on CUDA, cuDNN's
     # NHWC kernels for depthwise and small convolutions. How the training runs, not what it
@@ -51,8 +55,8 @@ class RetrainRecipe:
             ("mixup", self.mixup >= 0, ">= 0"),
             ("cutmix", self.cutmix >= 0, ">= 0"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
-            ("translate", self.translate >= 0, ">= 0"),
         )
+        check_augmentation("retrain", self)
         if self.opt.lower() not in timm.optim.list_optimizers():
             raise ValueError(
                 f"retrain.opt: {self.opt!r} is not a timm optimizer (timm.optim.list_optimizers())"
@@ -62,6 +66,7 @@ class RetrainRecipe:
 
     def key(self) -> str:
         """The recipe's part of a result's key: a digest of every field that changes what is
-        trained (stored studies and cached runs are found by it: it must never change)."""
+        trained (stored studies and cached runs are found by it: it must never change). Taken of
+        a resolved recipe: the key holds the flip and translate used, never "auto"."""
         fields = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_KEY}
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

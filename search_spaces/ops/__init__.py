@@ -1,5 +1,6 @@
 """Reusable ops of the static networks (like timm/layers): activations, token mixers (attention
-variants, pooling), sparse pairs (MLP, conv MLP) and the residual blocks built from them."""
+variants, pooling), sparse pairs (MLP, conv MLP), the residual blocks built from them, and the
+ResNet-style ops (basic blocks, strided downsampling, deep and conv stems)."""
 
 from search_spaces.ops.activation import TopKReLU, make_activation
 from search_spaces.ops.attention import (
@@ -20,13 +21,17 @@ from search_spaces.ops.attention import (
 )
 from search_spaces.ops.blocks import Block, ConvBlock, Downsample
 from search_spaces.ops.mlp import ConvMlp, Mlp, SparsePair
+from search_spaces.ops.resnet import BasicBlock, ConvStem, DeepStem, ResDownsample, conv_bn
 
 __all__ = [
     "TOKEN_MIXERS",
     "Attention",
+    "BasicBlock",
     "Block",
     "ConvBlock",
     "ConvMlp",
+    "ConvStem",
+    "DeepStem",
     "Downsample",
     "GroupedQueryAttention",
     "LinearAttention",
@@ -34,11 +39,13 @@ __all__ = [
     "Mlp",
     "MultiQueryAttention",
     "Pooling",
+    "ResDownsample",
     "SlabAttention",
     "SparsePair",
     "SparseQueryAttention",
     "TopKReLU",
     "attention_heads",
+    "conv_bn",
     "local_mask",
     "make_activation",
     "register_mixer",

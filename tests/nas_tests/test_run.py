@@ -138,7 +138,9 @@ def test_process_trainer_trains_candidates_at_once(tiny_study, tmp_path):
     data = instantiate("dataset", cfg.dataset).load()
     train_idx, val_idx = data.split(val_fraction=0.1, seed=0)
     mean, std = channel_stats(data, train_idx)
-    recipe = instantiate("retrain", cfg.retrain)
+    from nas.augment import auto_augmentation, resolve_augmentation
+
+    recipe = resolve_augmentation(instantiate("retrain", cfg.retrain), auto_augmentation(data))
     from nas.study import trial_arch
 
     study = _study(folder)

@@ -216,7 +216,7 @@ def record_phases(study: optuna.Study, marks: dict[str, float], console: Console
         "Search phases (s): " + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in phases.items())
     )
     runs = study.user_attrs.get(SEARCH_PHASES_ATTR, [])
-    study.set_user_attr(SEARCH_PHASES_ATTR, [*runs, {"trials": len(ran), **phases}][-20:])
+    study.set_user_attr(SEARCH_PHASES_ATTR, [*runs, {"n_trials": len(ran), **phases}][-20:])
 
 
 def test_front(study: optuna.Study, supernet: Any, test: ImageData, console: Console) -> None:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from nas.augment import Augmentation, auto_augmentation, is_grayscale, resolve_augmentation
 from nas.config import compose
-from nas.data import Embedded, ImageData, ImageFolder
+from nas.data import Embedded, ImageData
+from nas.image_folder import ImageFolder
 from nas.records import STUDY_ATTR
 from nas.search.setup import prepare
 from nas.supernet_training import Recipe

@@ -35,7 +35,7 @@ def test_split_is_stratified_disjoint_and_seeded():
 def test_imagefolder_reads_real_image_files(tmp_path):
     from PIL import Image
 
-    from nas.data import ImageFolder
+    from nas.image_folder import ImageFolder
 
     for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
         (tmp_path / f"class{c}").mkdir()

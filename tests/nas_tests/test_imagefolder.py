@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import DataError, Embedded, ImageFolder
+from nas.data import DataError, Embedded
+from nas.image_folder import ImageFolder
 from tests.conftest import run_in_process
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]

@@ -159,14 +159,15 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def write_result(path: str | Path | None, data: dict[str, Any]) -> Path | None:
+def write_result(path: str | Path | None, data: dict[str, Any], quiet: bool = False) -> Path | None:
     """Write ``data`` with its provenance as JSON to ``path`` (nothing when None)."""
     if path is None:
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data | {"provenance": provenance()}, indent=1) + "\n")
-    print(f"written to {path}", flush=True)
+    if not quiet:
+        print(f"written to {path}", flush=True)
     return path
 
 

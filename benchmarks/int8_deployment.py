@@ -217,42 +217,52 @@ def main() -> None:
     if not models:
         raise SystemExit(f"--dir: study {study.study_name!r} has no trained front members or baselines")
     rows = []
+
+    def median(values):
+        return round(statistics.median(values), 3) if values else None
+
+    def written(rows: list[dict[str, Any]], final: bool) -> None:
+        """The result so far, written after every model: a cut run keeps what it measured."""
+        found = [r for r in rows if r["kind"] == "trial"]
+        baselines = [r for r in rows if r["kind"] != "trial"]
+        result = {
+            "study": study.study_name,
+            "cpu": fingerprint().get("cpu"),
+            "test_images": len(test),
+            "scheme": SCHEME,
+            "calibration": calibration.source,
+            "float_profiler": {"name": float_profiler.name, "settings": float_profiler.settings()},
+            "int8_profiler": {"name": int8_profiler.name, "settings": int8_profiler.settings()},
+            "complete": final,
+            "models": len(models),
+            "rows": rows,
+            "float_front": sorted(pareto(found, "float")),
+            "int8_front": sorted(pareto(found, "int8")),
+            "summary": {
+                "found_median_speed_up": median([r["speed_up"] for r in found]),
+                "found_median_drop": median([r["top1_drop"] for r in found]),
+                "baseline_median_speed_up": median([r["speed_up"] for r in baselines]),
+                "baseline_median_drop": median([r["top1_drop"] for r in baselines]),
+                "latency_rank_tau": kendall_tau(
+                    [r["float_ms"] for r in found], [r["int8_ms"] for r in found]
+                ),
+            },
+        }
+        table = markdown(result)
+        if final:
+            print(table)
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text(table)
+        write_result(args.out, result, quiet=not final)
+
     for label, kind, model in models:
         try:
             rows.append(measure(label, kind, model, (float_profiler, int8_profiler), shape, test))
         except Exception as e:  # noqa: BLE001 - a model the tooling cannot quantize: say so, go on
             print(f"{label}: failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
-    found = [r for r in rows if r["kind"] == "trial"]
-    baselines = [r for r in rows if r["kind"] != "trial"]
-
-    def median(values):
-        return round(statistics.median(values), 3) if values else None
-
-    result = {
-        "study": study.study_name,
-        "cpu": fingerprint().get("cpu"),
-        "test_images": len(test),
-        "scheme": SCHEME,
-        "calibration": calibration.source,
-        "float_profiler": {"name": float_profiler.name, "settings": float_profiler.settings()},
-        "int8_profiler": {"name": int8_profiler.name, "settings": int8_profiler.settings()},
-        "rows": rows,
-        "float_front": sorted(pareto(found, "float")),
-        "int8_front": sorted(pareto(found, "int8")),
-        "summary": {
-            "found_median_speed_up": median([r["speed_up"] for r in found]),
-            "found_median_drop": median([r["top1_drop"] for r in found]),
-            "baseline_median_speed_up": median([r["speed_up"] for r in baselines]),
-            "baseline_median_drop": median([r["top1_drop"] for r in baselines]),
-            "latency_rank_tau": kendall_tau([r["float_ms"] for r in found], [r["int8_ms"] for r in found]),
-        },
-    }
-    table = markdown(result)
-    print(table)
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table)
-    write_result(args.out, result)
+        written(rows, final=False)
+    written(rows, final=True)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ given recipe, alone on the GPU, eagerly and then graphed, from the same seed: st
 each, whether the capture held, and the validation top-1 both ways (the same computation: close,
 not bit-equal, as cuDNN picks algorithms per run). With ``--together E``, then all of them
 (``--copies`` times each) for E epochs at once as ``nas run`` trains them (``ProcessTrainer``,
-NVIDIA MPS where available), eagerly and graphed: the wall time of the whole set.
+NVIDIA MPS where available), once per ``--modes`` entry (eager or graphed, so many at once): the
+wall time of the whole set.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import tempfile
 import time
@@ -32,6 +34,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (cpu: only to try the script)")
     parser.add_argument("--together", type=int, default=0, help="epochs of the all-at-once runs (0: none)")
     parser.add_argument("--copies", type=int, default=1, help="each model this often in the all-at-once runs")
+    parser.add_argument(
+        "--modes",
+        nargs="*",
+        default=["eager@auto", "graphed@auto"],
+        help="all-at-once runs as MODE@CONCURRENT (eager|graphed, trainings at once or auto)",
+    )
+    parser.add_argument(
+        "--alone", action=argparse.BooleanOptionalAction, default=True, help="the one-at-a-time runs"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -51,7 +62,7 @@ def main() -> None:
     names = args.models or list(baselines)
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for name in names:
+        for name in names if args.alone else []:
             row: dict = {"model": name}
             for graphs in (False, True):
                 run = dataclasses.replace(recipe, cuda_graphs=graphs)
@@ -82,7 +93,7 @@ def main() -> None:
 
 
 def _together(names, baselines, data, train_idx, val_idx, mean, std, recipe, args) -> dict:
-    """Wall time of training every model (``--copies`` each) at once, eagerly and graphed."""
+    """Wall time of training every model (``--copies`` each) at once, per ``--modes`` entry."""
     import functools
 
     from rich.console import Console
@@ -92,8 +103,10 @@ def _together(names, baselines, data, train_idx, val_idx, mean, std, recipe, arg
     from nas.training.candidates import TimmBaseline
     from nas.training.trainers import ProcessTrainer, TrainJobs
 
-    out = {"epochs": args.together, "trainings": len(names) * args.copies}
-    for graphs in (False, True):
+    out = {"epochs": args.together, "trainings": len(names) * args.copies, "runs": []}
+    for entry in args.modes:
+        mode, _, concurrent = entry.partition("@")
+        graphs = mode == "graphed"
         run = dataclasses.replace(recipe, epochs=args.together, cuda_graphs=graphs)
         candidates = [
             TimmBaseline(
@@ -107,18 +120,19 @@ def _together(names, baselines, data, train_idx, val_idx, mean, std, recipe, arg
             jobs = TrainJobs(
                 candidates, data, train_idx, val_idx, run, "scratch", args.device, 600.0, Path(work), False
             )
-            trainer = ProcessTrainer("auto")
+            trainer = ProcessTrainer("auto" if concurrent in ("", "auto") else int(concurrent))
             started = time.perf_counter()
             with gpu_sharing(True, Console()):
                 results = trainer.run(jobs, Console(quiet=True))
-            mode = "graphed" if graphs else "eager"
-            out[mode] = {
+            run_out = {
+                "mode": mode,
                 "wall_s": round(time.perf_counter() - started, 1),
                 "concurrent": trainer.processes(jobs),
                 "train_s": {n: r.train_seconds for n, r in results.items()},
                 "graphed": sum(r.graphed for r in results.values()),
             }
-        print(mode, out[mode], flush=True)
+        out["runs"].append(run_out)
+        print(run_out, flush=True)
     return out
 
 

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -65,6 +66,7 @@ __all__ = [  # the seed strides live in nas.resumable; importable from here as b
 ]
 
 PROFILE_SKIP, PROFILE_STEPS = 20, 20  # CUDA: steps skipped (warm-up), then profiled for the busy share
+MAX_SKIPPED_STEPS = 20  # steps in a row with non-finite gradients before the training counts as diverged
 STATS_SAMPLE = 10_000  # streamed data: images that give the normalisation statistics
 
 
@@ -359,6 +361,8 @@ def train_supernet(
     )
     profile, profile_start, busy = None, 0.0, None
 
+    skipped = {"total": 0, "run": 0}  # steps skipped for non-finite gradients: all, and in a row
+
     def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         step = loop.step
         generator = torch.Generator(device=dev).manual_seed(loop.step_seed())
@@ -393,8 +397,19 @@ def train_supernet(
             loss.backward()
         if world > 1:
             average_gradients(net)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0, foreach=True)
-        optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0, foreach=True)
+        # A member whose gradients overflow (bf16) would turn every shared weight into NaN: skip
+        # that step, as AMP's GradScaler does; many in a row is a divergence (said by checked()).
+        if torch.isfinite(norm):
+            optimizer.step()
+            skipped["run"] = 0
+        else:
+            if not skipped["total"] and me == 0:
+                print(f"supernet: step {step} skipped (non-finite gradients)", file=sys.stderr)
+            skipped["total"] += 1
+            skipped["run"] += 1
+            if skipped["run"] >= MAX_SKIPPED_STEPS:
+                loop.checked(torch.tensor(float("nan")), "supernet", advice)
         return first_loss
 
     advice = f"lower supernet.lr (now {recipe.lr}) or raise supernet.warmup_epochs"
@@ -446,6 +461,7 @@ def train_supernet(
         "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,
         "gpu_busy_share": busy,
         "graphed_members": len(graphs.graphed) if graphs is not None else 0,
+        "skipped_steps": skipped["total"],  # non-finite gradients (since the last resume)
         "largest_top1": evaluate(net, largest, val.images, val.labels),
         "smallest_top1": evaluate(net, smallest, val.images, val.labels),
     }

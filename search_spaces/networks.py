@@ -171,9 +171,15 @@ def build_model(arch: Arch) -> nn.Module:
 
 
 def init_weights(model: nn.Module) -> None:
-    """Truncated-normal weights and position tables (std 0.02), zero biases; norms keep theirs."""
+    """Truncated-normal weights and position tables (std 0.02), zero biases; norms keep theirs,
+    except the last BatchNorm of each residual block, zeroed so that the block starts as its
+    shortcut (timm's ``zero_init_last``, as once-for-all does): deep residual stacks in a shared
+    supernet then start stable."""
     for name, param in model.named_parameters():
         if name.endswith("pos_embed") or (param.dim() > 1 and "norm" not in name):
             nn.init.trunc_normal_(param, std=0.02)
         elif name.endswith("bias"):
             nn.init.zeros_(param)
+    for module in model.modules():
+        if isinstance(module, (BasicBlock, ResDownsample)):
+            nn.init.zeros_(module.conv2[1].weight)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
 
 from nas import status
 from nas.augment import check_augmentation, random_flip, random_translate, require_resolved
@@ -251,6 +252,17 @@ def member_pool(space: SearchSpace, recipe: Recipe, epoch: int, exclude: list[Ar
     return pool
 
 
+def clipped_step(net: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float = 1.0) -> bool:
+    """Clip the gradients to ``max_norm`` and step, unless their norm is not finite: one member
+    whose gradients overflow (bf16) would turn every shared weight into NaN, so that step is
+    skipped, as AMP's GradScaler does (reading the norm waits for the GPU). True: stepped."""
+    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm, foreach=True)
+    if not torch.isfinite(norm):
+        return False
+    optimizer.step()
+    return True
+
+
 def train_supernet(
     space: SearchSpace,
     space_config: dict[str, Any],
@@ -397,11 +409,7 @@ def train_supernet(
             loss.backward()
         if world > 1:
             average_gradients(net)
-        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0, foreach=True)
-        # A member whose gradients overflow (bf16) would turn every shared weight into NaN: skip
-        # that step, as AMP's GradScaler does; many in a row is a divergence (said by checked()).
-        if torch.isfinite(norm):
-            optimizer.step()
+        if clipped_step(net, optimizer):
             skipped["run"] = 0
         else:
             if not skipped["total"] and me == 0:

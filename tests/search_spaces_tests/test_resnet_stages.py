@@ -302,3 +302,22 @@ def test_resnet10t_is_a_member_of_hybrid_gpu():
     theirs = sum(p.numel() for p in timm.create_model("resnet10t", num_classes=10).parameters())
     assert abs(ours - theirs) / theirs < 0.15
     assert abs(ours - theirs) == 2 * 512  # resnet10t has no LayerNorm before its head
+
+
+def test_residual_blocks_start_as_their_shortcut():
+    """Each residual block's last BatchNorm starts at zero (timm's zero_init_last), in a fresh
+    member and in a supernet, so a deep residual stack starts stable."""
+    from search_spaces.networks import build_model
+
+    model = build_model(resnet_like())
+    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, ResDownsample))]
+    assert len(blocks) == 3  # two basic blocks and one strided res downsampling
+    x = torch.randn(4, 16, 8, 8)
+    basic = next(m for m in blocks if isinstance(m, BasicBlock))
+    torch.testing.assert_close(basic.eval()(x), torch.relu(x))
+    down = next(m for m in blocks if isinstance(m, ResDownsample)).eval()
+    y = torch.randn(4, 16, 8, 8)
+    torch.testing.assert_close(down(y), torch.relu(down.proj_bn(down.proj(down.pool(y)))))
+    supernet = HybridSpace(**RES).make_supernet()
+    zeroed = [m.conv2[1].weight for m in supernet.modules() if isinstance(m, (BasicBlock, ResDownsample))]
+    assert zeroed and all(torch.count_nonzero(w) == 0 for w in zeroed)

@@ -11,7 +11,9 @@ Both trainings use it: the supernet's (``nas.supernet_training``) and the stand-
   step and the training seconds so far, written atomically every ``every_s`` seconds and on
   Ctrl-C, read back on start through ``nas.checkpoint.load_checkpoint`` (``weights_only``);
 * the divergence check: a loss that is not finite deletes the partial checkpoint (resuming it
-  would diverge again) and is a one-line UserError saying what to lower.
+  would diverge again) and is a one-line UserError saying what to lower; ``clipped_step`` skips
+  an update whose gradients are not finite (AMP's rule) and counts it, and
+  ``MAX_SKIPPED_STEPS`` in a row are that divergence.
 
 Lifecycle: build the objects, ``ResumableLoop(...)``, ``resume(map_location)``, then inside
 ``with loop.running():`` iterate ``loop.epochs(indices, batch_size)``, take each step's seed
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from nas.checkpoint import load_checkpoint, save_atomic
 EPOCH_SEED_STRIDE = 100_003
 STEP_SEED_STRIDE = 1_000_003
 PROGRESS_EVERY = 50  # steps between loss reads (each waits for the GPU) and progress updates
+MAX_SKIPPED_STEPS = 20  # updates in a row with non-finite gradients that count as a divergence
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -80,6 +84,8 @@ class ResumableLoop:
     elapsed_s: float = 0.0  # training seconds of the runs it resumed
     resumed: bool = False
     first_step: int = 0  # where this run started
+    skipped_steps: int = 0  # updates skipped for non-finite gradients (this run)
+    _skipped_in_a_row: int = field(default=0, repr=False)
     _started: float = field(default=0.0, repr=False)
     _last_save: float = field(default=0.0, repr=False)
 
@@ -131,11 +137,32 @@ class ResumableLoop:
         stops now (not after its remaining steps) with one line naming ``group`` and ``advice``."""
         value = loss.item()
         if not math.isfinite(value):
-            self.partial.unlink(missing_ok=True)
-            raise UserError(
-                f"{group}: training diverged (loss {value}) by step {self.step} of {self.total}; {advice}"
-            )
+            self._diverged(f"loss {value}", group, advice)
         return value
+
+    def _diverged(self, what: str, group: str, advice: str) -> None:
+        self.partial.unlink(missing_ok=True)
+        raise UserError(f"{group}: training diverged ({what}) by step {self.step} of {self.total}; {advice}")
+
+    def clipped_step(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: str, advice: str
+    ) -> bool:
+        """Clip the gradients to norm 1 and step, unless their norm is not finite: one overflow
+        (bf16) would turn every weight into NaN, so that update is skipped, as AMP's GradScaler
+        does (reading the norm waits for the device). ``MAX_SKIPPED_STEPS`` in a row: the
+        divergence error. True: the optimizer stepped."""
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        if torch.isfinite(norm):
+            optimizer.step()
+            self._skipped_in_a_row = 0
+            return True
+        if not self.skipped_steps and self.writer:
+            print(f"{group}: step {self.step} skipped (non-finite gradients)", file=sys.stderr)
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        if self._skipped_in_a_row >= MAX_SKIPPED_STEPS:
+            self._diverged(f"{MAX_SKIPPED_STEPS} steps in a row with non-finite gradients", group, advice)
+        return False
 
     def save(self) -> None:
         """The partial checkpoint, atomically (a reader never sees half a file)."""

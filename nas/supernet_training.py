@@ -25,7 +25,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +34,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch import nn
 
 from nas import status
 from nas.augment import check_augmentation, random_flip, random_translate, require_resolved
@@ -67,7 +65,6 @@ __all__ = [  # the seed strides live in nas.resumable; importable from here as b
 ]
 
 PROFILE_SKIP, PROFILE_STEPS = 20, 20  # CUDA: steps skipped (warm-up), then profiled for the busy share
-MAX_SKIPPED_STEPS = 20  # steps in a row with non-finite gradients before the training counts as diverged
 STATS_SAMPLE = 10_000  # streamed data: images that give the normalisation statistics
 
 
@@ -252,17 +249,6 @@ def member_pool(space: SearchSpace, recipe: Recipe, epoch: int, exclude: list[Ar
     return pool
 
 
-def clipped_step(net: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float = 1.0) -> bool:
-    """Clip the gradients to ``max_norm`` and step, unless their norm is not finite: one member
-    whose gradients overflow (bf16) would turn every shared weight into NaN, so that step is
-    skipped, as AMP's GradScaler does (reading the norm waits for the GPU). True: stepped."""
-    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm, foreach=True)
-    if not torch.isfinite(norm):
-        return False
-    optimizer.step()
-    return True
-
-
 def train_supernet(
     space: SearchSpace,
     space_config: dict[str, Any],
@@ -373,8 +359,6 @@ def train_supernet(
     )
     profile, profile_start, busy = None, 0.0, None
 
-    skipped = {"total": 0, "run": 0}  # steps skipped for non-finite gradients: all, and in a row
-
     def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         step = loop.step
         generator = torch.Generator(device=dev).manual_seed(loop.step_seed())
@@ -409,15 +393,7 @@ def train_supernet(
             loss.backward()
         if world > 1:
             average_gradients(net)
-        if clipped_step(net, optimizer):
-            skipped["run"] = 0
-        else:
-            if not skipped["total"] and me == 0:
-                print(f"supernet: step {step} skipped (non-finite gradients)", file=sys.stderr)
-            skipped["total"] += 1
-            skipped["run"] += 1
-            if skipped["run"] >= MAX_SKIPPED_STEPS:
-                loop.checked(torch.tensor(float("nan")), "supernet", advice)
+        loop.clipped_step(net, optimizer, "supernet", advice)  # skips non-finite gradients
         return first_loss
 
     advice = f"lower supernet.lr (now {recipe.lr}) or raise supernet.warmup_epochs"
@@ -469,7 +445,7 @@ def train_supernet(
         "images_per_s": round((total - first_step) * batch_size / seconds) if total > first_step else None,
         "gpu_busy_share": busy,
         "graphed_members": len(graphs.graphed) if graphs is not None else 0,
-        "skipped_steps": skipped["total"],  # non-finite gradients (since the last resume)
+        "skipped_steps": loop.skipped_steps,  # non-finite gradients (since the last resume)
         "largest_top1": evaluate(net, largest, val.images, val.labels),
         "smallest_top1": evaluate(net, smallest, val.images, val.labels),
     }

@@ -137,3 +137,39 @@ def test_a_checkpoint_without_the_loops_state_is_refused_before_any_step(tmp_pat
     with pytest.raises(UserError, match="no optimizer, elapsed_s"):
         loop.resume()
     assert loop.step == 0 and not loop.resumed
+
+
+def test_an_update_with_non_finite_gradients_is_skipped_and_many_in_a_row_diverge(tmp_path):
+    from nas.resumable import MAX_SKIPPED_STEPS
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=0.1)
+    partial = tmp_path / "checkpoint.pt"
+    loop = ResumableLoop(partial, {"model": net}, seed=0, steps_per_epoch=1, total=100)
+    before = [p.detach().clone() for p in net.parameters()]
+
+    def backward(overflow: bool) -> None:
+        optimizer.zero_grad()
+        net(torch.randn(16, 4)).sum().backward()
+        if overflow:  # one overflowed entry, as bf16 can give
+            next(net.parameters()).grad[0, 0] = float("inf")
+
+    backward(overflow=True)
+    assert loop.clipped_step(net, optimizer, "supernet", "lower it") is False
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before, strict=True))
+    assert not optimizer.state  # never stepped: its moments hold no inf/NaN
+    backward(overflow=False)
+    assert loop.clipped_step(net, optimizer, "supernet", "lower it") is True
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert not all(torch.equal(p, b) for p, b in zip(net.parameters(), before, strict=True))
+    assert loop.skipped_steps == 1
+
+    partial.write_bytes(b"partial")  # a divergence deletes the partial checkpoint
+    for _ in range(MAX_SKIPPED_STEPS - 1):
+        backward(overflow=True)
+        assert loop.clipped_step(net, optimizer, "supernet", "lower it") is False
+    backward(overflow=True)
+    with pytest.raises(UserError, match=r"supernet: training diverged \(20 steps in a row.*lower it"):
+        loop.clipped_step(net, optimizer, "supernet", "lower it")
+    assert not partial.exists()
